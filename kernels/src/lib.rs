@@ -1,0 +1,150 @@
+//! CPU kernels of the vitmsn engine.
+//!
+//! `scalar` holds the reference version of every op; optimised versions live beside it,
+//! one module per instruction set, and are property-tested against it.
+
+pub mod scalar;
+pub mod threads;
+
+/// The activation functions of transformers' `ACT2FN` that ViT configs use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Activation {
+    Identity,
+    /// `gelu`: the exact, erf-based GELU.
+    Gelu,
+    /// `gelu_new`, `gelu_pytorch_tanh`: the tanh approximation.
+    GeluTanh,
+    /// `gelu_fast`: the tanh approximation written as transformers' `FastGELUActivation`.
+    GeluFast,
+    /// `quick_gelu`: `x · sigmoid(1.702 x)`.
+    QuickGelu,
+    Relu,
+    Relu6,
+    /// `relu2`: `relu(x)²`.
+    Relu2,
+    LeakyRelu,
+    Selu,
+    /// `silu`, `swish`: `x · sigmoid(x)`.
+    Silu,
+    Mish,
+    Tanh,
+    Sigmoid,
+}
+
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+const SELU_ALPHA: f32 = 1.673_263_2;
+const SELU_SCALE: f32 = 1.050_701;
+
+impl Activation {
+    /// Looks up a `hidden_act` name as transformers spells it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "linear" | "identity" => Self::Identity,
+            "gelu" => Self::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" => Self::GeluTanh,
+            "gelu_fast" => Self::GeluFast,
+            "quick_gelu" => Self::QuickGelu,
+            "relu" => Self::Relu,
+            "relu6" => Self::Relu6,
+            "relu2" => Self::Relu2,
+            "leaky_relu" => Self::LeakyRelu,
+            "selu" => Self::Selu,
+            "silu" | "swish" => Self::Silu,
+            "mish" => Self::Mish,
+            "tanh" => Self::Tanh,
+            "sigmoid" => Self::Sigmoid,
+            _ => return None,
+        })
+    }
+
+    /// The reference value of the activation at `x`.
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Self::Identity => x,
+            Self::Gelu => 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
+            Self::GeluTanh => 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh()),
+            Self::GeluFast => 0.5 * x * (1.0 + (x * SQRT_2_OVER_PI * (1.0 + 0.044715 * x * x)).tanh()),
+            Self::QuickGelu => x * sigmoid(1.702 * x),
+            Self::Relu => x.max(0.0),
+            Self::Relu6 => x.clamp(0.0, 6.0),
+            Self::Relu2 => x.max(0.0) * x.max(0.0),
+            Self::LeakyRelu => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    0.01 * x
+                }
+            }
+            Self::Selu => {
+                if x > 0.0 {
+                    SELU_SCALE * x
+                } else {
+                    SELU_SCALE * SELU_ALPHA * x.exp_m1()
+                }
+            }
+            Self::Silu => x * sigmoid(x),
+            Self::Mish => x * softplus(x).tanh(),
+            Self::Tanh => x.tanh(),
+            Self::Sigmoid => sigmoid(x),
+        }
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// PyTorch's softplus with its default threshold of 20.
+fn softplus(x: f32) -> f32 {
+    if x > 20.0 {
+        x
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
+/// What a GEMM does to its product before storing it: `act(c + bias) + residual`.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    /// One value per output column.
+    pub bias: Option<&'a [f32]>,
+    pub activation: Activation,
+    /// A full `m×n` tensor added after the activation.
+    pub residual: Option<&'a [f32]>,
+}
+
+impl Epilogue<'_> {
+    pub const NONE: Epilogue<'static> = Epilogue { bias: None, activation: Activation::Identity, residual: None };
+}
+
+/// Sizes of one multi-head attention call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AttentionShape {
+    pub batch: usize,
+    pub tokens: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+/// The instruction sets the kernels have versions for, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    Avx2Fma,
+    Neon,
+    Scalar,
+}
+
+impl Isa {
+    /// The best instruction set this CPU supports.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return Isa::Avx2Fma;
+        }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            return Isa::Neon;
+        }
+        Isa::Scalar
+    }
+}

@@ -1,0 +1,189 @@
+//! `ViTMSNConfig`, read from the `config.json` that transformers' `save_pretrained` writes.
+
+use crate::error::{io_error, Error, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use vitmsn_kernels::Activation;
+
+/// An `int` or a `[height, width]` pair, as transformers accepts for sizes.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Size2 {
+    Square(usize),
+    Pair([usize; 2]),
+}
+
+impl Size2 {
+    /// `(height, width)`.
+    pub fn hw(self) -> (usize, usize) {
+        match self {
+            Size2::Square(s) => (s, s),
+            Size2::Pair([h, w]) => (h, w),
+        }
+    }
+}
+
+/// The fields of transformers' `ViTMSNConfig`, with its defaults. Dropout and initializer
+/// fields are accepted and ignored: they do not change inference.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct ViTMSNConfig {
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub hidden_act: String,
+    pub layer_norm_eps: f64,
+    pub image_size: Size2,
+    pub patch_size: Size2,
+    pub num_channels: usize,
+    pub qkv_bias: bool,
+    pub architectures: Option<Vec<String>>,
+    pub num_labels: Option<usize>,
+    pub id2label: Option<BTreeMap<String, String>>,
+    pub label2id: Option<BTreeMap<String, i64>>,
+    pub problem_type: Option<ProblemType>,
+}
+
+/// transformers' `problem_type`, which chooses the classification loss.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemType {
+    Regression,
+    SingleLabelClassification,
+    MultiLabelClassification,
+}
+
+impl Default for ViTMSNConfig {
+    fn default() -> Self {
+        Self {
+            hidden_size: 768,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            intermediate_size: 3072,
+            hidden_act: "gelu".into(),
+            layer_norm_eps: 1e-6,
+            image_size: Size2::Square(224),
+            patch_size: Size2::Square(16),
+            num_channels: 3,
+            qkv_bias: true,
+            architectures: None,
+            num_labels: None,
+            id2label: None,
+            label2id: None,
+            problem_type: None,
+        }
+    }
+}
+
+impl ViTMSNConfig {
+    /// Reads and checks `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+        Self::from_json(&text)
+    }
+
+    /// Parses and checks the text of a `config.json`.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let config: Self = serde_json::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.activation()?;
+        let positive = [
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("num_channels", self.num_channels),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(Error::Config(format!("{name} must be positive")));
+        }
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return Err(Error::Config(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            )));
+        }
+        let (ph, pw) = self.patch_size.hw();
+        let (ih, iw) = self.image_size.hw();
+        if ph == 0 || pw == 0 || ih < ph || iw < pw {
+            return Err(Error::Config(format!("image_size {ih}x{iw} holds no {ph}x{pw} patch")));
+        }
+        if ph != pw {
+            return Err(Error::Config(format!("non-square patch_size {ph}x{pw} is not supported")));
+        }
+        Ok(())
+    }
+
+    /// The `hidden_act` function; an unknown name is an error that names it.
+    pub fn activation(&self) -> Result<Activation> {
+        Activation::from_name(&self.hidden_act)
+            .ok_or_else(|| Error::Config(format!("unsupported hidden_act \"{}\"", self.hidden_act)))
+    }
+
+    /// Number of classifier outputs: `num_labels`, else the size of `id2label`, else
+    /// transformers' default of 2.
+    pub fn num_labels(&self) -> usize {
+        self.num_labels.or_else(|| self.id2label.as_ref().map(|m| m.len())).unwrap_or(2)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    pub fn patch(&self) -> usize {
+        self.patch_size.hw().0
+    }
+
+    /// Patches along (height, width) of the configured image size.
+    pub fn grid(&self) -> (usize, usize) {
+        let (h, w) = self.image_size.hw();
+        (h / self.patch(), w / self.patch())
+    }
+
+    /// Whether `architectures` names the classification head.
+    pub fn is_classifier(&self) -> bool {
+        self.architectures.iter().flatten().any(|a| a.ends_with("ForImageClassification"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_transformers_defaults() {
+        let c = ViTMSNConfig::from_json("{}").unwrap();
+        assert_eq!((c.hidden_size, c.num_hidden_layers, c.num_attention_heads), (768, 12, 12));
+        assert_eq!((c.intermediate_size, c.num_channels), (3072, 3));
+        assert_eq!(c.image_size.hw(), (224, 224));
+        assert_eq!(c.grid(), (14, 14));
+        assert_eq!(c.layer_norm_eps, 1e-6);
+        assert!(c.qkv_bias);
+        assert_eq!(c.activation().unwrap(), Activation::Gelu);
+        assert_eq!(c.num_labels(), 2);
+    }
+
+    #[test]
+    fn labels_come_from_id2label() {
+        let c = ViTMSNConfig::from_json(r#"{"id2label": {"0": "a", "1": "b", "2": "c"}, "hidden_dropout_prob": 0.1}"#).unwrap();
+        assert_eq!(c.num_labels(), 3);
+    }
+
+    #[test]
+    fn unknown_activation_is_named() {
+        let err = ViTMSNConfig::from_json(r#"{"hidden_act": "gelu_mystery"}"#).unwrap_err();
+        assert!(err.to_string().contains("gelu_mystery"), "{err}");
+    }
+
+    #[test]
+    fn heads_must_divide_hidden() {
+        let err = ViTMSNConfig::from_json(r#"{"hidden_size": 10, "num_attention_heads": 3}"#).unwrap_err();
+        assert!(err.to_string().contains("not a multiple"), "{err}");
+    }
+}

@@ -1,0 +1,48 @@
+//! The engine's typed errors. Each one prints as a single line that names the problem.
+
+use std::fmt;
+
+#[derive(Debug)]
+pub enum Error {
+    /// A file could not be read or written.
+    Io { path: String, source: std::io::Error },
+    /// `config.json` is missing a field, has a wrong type, or names something unsupported.
+    Config(String),
+    /// A checkpoint tensor is missing, has the wrong shape or an unsupported dtype.
+    Weights(String),
+    /// A forward input is missing or inconsistent with the model.
+    Input(String),
+    /// The requested backend cannot run here.
+    Backend(String),
+    /// Command-line usage error.
+    Usage(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { path, source } => write!(f, "{path}: {source}"),
+            Error::Config(msg) => write!(f, "config: {msg}"),
+            Error::Weights(msg) => write!(f, "weights: {msg}"),
+            Error::Input(msg) => write!(f, "input: {msg}"),
+            Error::Backend(msg) => write!(f, "backend: {msg}"),
+            Error::Usage(msg) => write!(f, "usage: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Wraps an I/O error with the path it concerns.
+pub(crate) fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.display().to_string(), source }
+}
