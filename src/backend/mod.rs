@@ -1,0 +1,71 @@
+//! Where the graph meets the hardware: a backend owns the constants and the slot
+//! buffers and runs one op at a time.
+
+use crate::error::{Error, Result};
+use crate::executor::{Plan, Slot};
+use crate::graph::{Constant, Graph, Op};
+
+pub mod scalar;
+
+/// What every backend implements. The executor calls, per model, `load_constants` once;
+/// per graph, `prepare` when the graph changes; per forward, `write` for each input,
+/// `run` for each node in order, then `read` for the requested outputs.
+pub trait Backend {
+    fn name(&self) -> &'static str;
+    /// Takes the model's weights, indexed by `ConstId`; a backend may repack or upload
+    /// them and drop the originals.
+    fn load_constants(&mut self, constants: Vec<Constant>) -> Result<()>;
+    /// Makes room for a graph's slots (and any per-op scratch).
+    fn prepare(&mut self, graph: &Graph, plan: &Plan) -> Result<()>;
+    fn write(&mut self, slot: Slot, data: &[f32]) -> Result<()>;
+    /// Runs `op`, reading the slots `inputs` and writing the slots `outputs` (in the
+    /// order `Op` documents). A backend may only record the op here and run it later.
+    fn run(&mut self, op: &Op, inputs: &[Slot], outputs: &[Slot]) -> Result<()>;
+    /// Finishes every recorded op and returns the first `len` values of each slot.
+    fn read(&mut self, requests: &[(Slot, usize)]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// The backends a user can ask for by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// Plain f32 reference kernels.
+    Scalar,
+    /// SIMD kernels (AVX2/FMA, NEON) with threads.
+    Cpu,
+    /// WGSL compute shaders through wgpu.
+    Gpu,
+}
+
+impl BackendKind {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "scalar" => Ok(Self::Scalar),
+            "cpu" => Ok(Self::Cpu),
+            "gpu" => Ok(Self::Gpu),
+            other => Err(Error::Usage(format!("unknown backend \"{other}\" (expected scalar, cpu or gpu)"))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Scalar => "scalar",
+            Self::Cpu => "cpu",
+            Self::Gpu => "gpu",
+        }
+    }
+}
+
+/// Options that shape how a backend runs.
+#[derive(Clone, Debug, Default)]
+pub struct BackendOptions {
+    /// Worker threads for the CPU backend; `None` uses every core.
+    pub threads: Option<usize>,
+}
+
+/// Creates a backend of `kind`.
+pub fn create(kind: BackendKind, _options: &BackendOptions) -> Result<Box<dyn Backend>> {
+    match kind {
+        BackendKind::Scalar => Ok(Box::new(scalar::ScalarBackend::default())),
+        other => Err(Error::Backend(format!("the {} backend is not built yet", other.name()))),
+    }
+}

@@ -1,0 +1,100 @@
+//! The `vitmsn` command line. Errors print as one line on stderr with exit code 1.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vitmsn::{io, BackendKind, BackendOptions, Error, Result, ViTMSN};
+
+const USAGE: &str = "usage:
+  vitmsn forward --model DIR --input IN.safetensors --output OUT.safetensors
+                 [--backend scalar|cpu|gpu] [--threads T] [--output-hidden-states]
+                 [--output-attentions] [--interpolate-pos-encoding]";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("forward") => forward(&Flags::parse(&args[1..])?),
+        Some("-h" | "--help" | "help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(Error::Usage(format!("unknown command \"{other}\"\n{USAGE}"))),
+    }
+}
+
+/// `--name value` options and bare `--switch`es, in any order.
+struct Flags {
+    values: Vec<(String, String)>,
+    switches: Vec<String>,
+}
+
+const SWITCHES: [&str; 3] = ["output-hidden-states", "output-attentions", "interpolate-pos-encoding"];
+
+impl Flags {
+    fn parse(args: &[String]) -> Result<Self> {
+        let mut flags = Flags { values: Vec::new(), switches: Vec::new() };
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            let name = arg.strip_prefix("--").ok_or_else(|| Error::Usage(format!("unexpected argument \"{arg}\"")))?;
+            if SWITCHES.contains(&name) {
+                flags.switches.push(name.to_string());
+            } else {
+                let value = rest.next().ok_or_else(|| Error::Usage(format!("--{name} needs a value")))?;
+                flags.values.push((name.to_string(), value.clone()));
+            }
+        }
+        Ok(flags)
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.values.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    fn required(&self, name: &str) -> Result<&str> {
+        self.get(name).ok_or_else(|| Error::Usage(format!("--{name} is required\n{USAGE}")))
+    }
+
+    fn switch(&self, name: &str) -> bool {
+        self.switches.iter().any(|s| s == name)
+    }
+
+    fn check_known(&self, known: &[&str]) -> Result<()> {
+        match self.values.iter().find(|(n, _)| !known.contains(&n.as_str())) {
+            Some((n, _)) => Err(Error::Usage(format!("unknown option --{n}\n{USAGE}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn backend(&self) -> Result<(BackendKind, BackendOptions)> {
+        let kind = BackendKind::parse(self.get("backend").unwrap_or("scalar"))?;
+        let threads = self
+            .get("threads")
+            .map(|t| t.parse::<usize>().ok().filter(|&t| t > 0).ok_or_else(|| Error::Usage(format!("--threads {t}: expected a positive integer"))))
+            .transpose()?;
+        Ok((kind, BackendOptions { threads }))
+    }
+}
+
+fn forward(flags: &Flags) -> Result<()> {
+    flags.check_known(&["model", "input", "output", "backend", "threads"])?;
+    let model_dir = PathBuf::from(flags.required("model")?);
+    let input_path = PathBuf::from(flags.required("input")?);
+    let output_path = PathBuf::from(flags.required("output")?);
+    let (kind, options) = flags.backend()?;
+    let mut input = io::read_inputs(&input_path)?;
+    input.output_hidden_states = flags.switch("output-hidden-states");
+    input.output_attentions = flags.switch("output-attentions");
+    input.interpolate_pos_encoding = flags.switch("interpolate-pos-encoding");
+    let mut model = ViTMSN::from_dir(&model_dir, kind, &options)?;
+    let output = model.forward(&input)?;
+    io::write_outputs(&output_path, &output)
+}

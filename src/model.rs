@@ -1,0 +1,559 @@
+//! ViTMSN, read like transformers' `modeling_vit_msn.py`: each module loads its weights
+//! under transformers' names and its `forward` adds its ops to the graph.
+
+use crate::backend::{self, Backend, BackendKind, BackendOptions};
+use crate::config::ViTMSNConfig;
+use crate::error::{Error, Result};
+use crate::executor::{CompiledGraph, Executor};
+use crate::graph::{ConstId, ConstRole, Constant, Graph, Op, ValueId};
+use crate::interpolate;
+use crate::loss::{self, Labels};
+use crate::tensor::{F32Data, Tensor};
+use crate::weights::Weights;
+use std::collections::HashMap;
+use std::path::Path;
+use vitmsn_kernels::{Activation, AttentionShape};
+
+/// Collects the constants of a model while its modules load, checking names and shapes.
+struct Loader<'w> {
+    weights: &'w Weights,
+    constants: Vec<Constant>,
+}
+
+impl Loader<'_> {
+    fn add(&mut self, name: String, shape: Vec<usize>, data: F32Data, role: ConstRole) -> ConstId {
+        self.constants.push(Constant { name, shape, data, role });
+        self.constants.len() - 1
+    }
+
+    fn vector(&mut self, name: &str, shape: &[usize]) -> Result<ConstId> {
+        let data = self.weights.get(name, shape)?;
+        Ok(self.add(name.to_string(), shape.to_vec(), data, ConstRole::Vector))
+    }
+
+    /// Several tensors of shape `[rows_i, ..rest]` stacked along their first axis into one
+    /// constant (how the query, key and value projections become one GEMM).
+    fn stacked(&mut self, names: &[String], shape: &[usize], role: ConstRole) -> Result<ConstId> {
+        let mut data = Vec::with_capacity(names.len() * shape.iter().product::<usize>());
+        for name in names {
+            data.extend_from_slice(&self.weights.get(name, shape)?);
+        }
+        let mut stacked_shape = shape.to_vec();
+        stacked_shape[0] *= names.len();
+        Ok(self.add(names.join("+"), stacked_shape, F32Data::Owned(data), role))
+    }
+}
+
+/// `nn.Linear`: weight `[out, in]`, optional bias `[out]`.
+struct Linear {
+    weight: ConstId,
+    bias: Option<ConstId>,
+    out_features: usize,
+    in_features: usize,
+}
+
+impl Linear {
+    fn load(l: &mut Loader, prefix: &str, in_features: usize, out_features: usize, bias: bool) -> Result<Self> {
+        let name = format!("{prefix}.weight");
+        let data = l.weights.get(&name, &[out_features, in_features])?;
+        let role = ConstRole::LinearWeight { n: out_features, k: in_features };
+        let weight = l.add(name, vec![out_features, in_features], data, role);
+        let bias = if bias { Some(l.vector(&format!("{prefix}.bias"), &[out_features])?) } else { None };
+        Ok(Self { weight, bias, out_features, in_features })
+    }
+
+    /// `activation(x · Wᵀ + b) + residual` over `rows` rows.
+    fn forward(&self, g: &mut Graph, x: ValueId, rows: usize, activation: Activation, residual: Option<ValueId>) -> ValueId {
+        let op = Op::Linear {
+            m: rows,
+            n: self.out_features,
+            k: self.in_features,
+            weight: self.weight,
+            bias: self.bias,
+            activation,
+            residual: residual.is_some(),
+        };
+        let inputs: Vec<ValueId> = std::iter::once(x).chain(residual).collect();
+        g.op(op, &inputs, rows * self.out_features)
+    }
+}
+
+/// `nn.LayerNorm` over the hidden size.
+struct LayerNorm {
+    weight: ConstId,
+    bias: ConstId,
+    dim: usize,
+    eps: f32,
+}
+
+impl LayerNorm {
+    fn load(l: &mut Loader, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
+        let weight = l.vector(&format!("{prefix}.weight"), &[dim])?;
+        let bias = l.vector(&format!("{prefix}.bias"), &[dim])?;
+        Ok(Self { weight, bias, dim, eps: eps as f32 })
+    }
+
+    fn forward(&self, g: &mut Graph, x: ValueId, rows: usize) -> ValueId {
+        let op = Op::LayerNorm { rows, dim: self.dim, gamma: self.weight, beta: self.bias, eps: self.eps };
+        g.op(op, &[x], rows * self.dim)
+    }
+}
+
+/// The sizes of one forward: what a graph is built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ForwardShape {
+    batch: usize,
+    height: usize,
+    width: usize,
+    masked: bool,
+    output_attentions: bool,
+    output_hidden_states: bool,
+}
+
+impl ForwardShape {
+    fn patches(&self, patch: usize) -> usize {
+        (self.height / patch) * (self.width / patch)
+    }
+}
+
+/// `ViTMSNPatchEmbeddings`: a stride-`patch` convolution, run as one GEMM over patches.
+struct ViTMSNPatchEmbeddings {
+    weight: ConstId,
+    bias: ConstId,
+    image_size: (usize, usize),
+    patch_size: usize,
+    num_channels: usize,
+    hidden_size: usize,
+}
+
+impl ViTMSNPatchEmbeddings {
+    fn load(l: &mut Loader, prefix: &str, c: &ViTMSNConfig) -> Result<Self> {
+        let (p, ch, d) = (c.patch(), c.num_channels, c.hidden_size);
+        let name = format!("{prefix}.projection.weight");
+        let data = l.weights.get(&name, &[d, ch, p, p])?;
+        let weight = l.add(name, vec![d, ch * p * p], data, ConstRole::LinearWeight { n: d, k: ch * p * p });
+        let bias = l.vector(&format!("{prefix}.projection.bias"), &[d])?;
+        Ok(Self { weight, bias, image_size: c.image_size.hw(), patch_size: p, num_channels: ch, hidden_size: d })
+    }
+
+    fn forward(&self, g: &mut Graph, pixel_values: ValueId, s: &ForwardShape) -> ValueId {
+        let op = Op::PatchEmbed {
+            batch: s.batch,
+            channels: self.num_channels,
+            height: s.height,
+            width: s.width,
+            patch: self.patch_size,
+            dim: self.hidden_size,
+            weight: self.weight,
+            bias: self.bias,
+        };
+        g.op(op, &[pixel_values], s.batch * s.patches(self.patch_size) * self.hidden_size)
+    }
+}
+
+/// `ViTMSNEmbeddings`: patch embeddings, optional mask tokens, the CLS token and
+/// position embeddings.
+struct ViTMSNEmbeddings {
+    cls_token: ConstId,
+    mask_token: Option<ConstId>,
+    patch_embeddings: ViTMSNPatchEmbeddings,
+    /// `[num_positions + 1, hidden]`, kept on the host to interpolate for other sizes.
+    position_embeddings: F32Data,
+    /// Interpolated tables by grid size.
+    interpolated: HashMap<(usize, usize), Vec<f32>>,
+}
+
+impl ViTMSNEmbeddings {
+    fn load(l: &mut Loader, prefix: &str, c: &ViTMSNConfig) -> Result<Self> {
+        let d = c.hidden_size;
+        let cls_token = l.vector(&format!("{prefix}.cls_token"), &[1, 1, d])?;
+        let mask_name = format!("{prefix}.mask_token");
+        let mask_token = if l.weights.contains(&mask_name) { Some(l.vector(&mask_name, &[1, 1, d])?) } else { None };
+        let patch_embeddings = ViTMSNPatchEmbeddings::load(l, &format!("{prefix}.patch_embeddings"), c)?;
+        let (gh, gw) = c.grid();
+        let position_embeddings = l.weights.get(&format!("{prefix}.position_embeddings"), &[1, gh * gw + 1, d])?;
+        Ok(Self { cls_token, mask_token, patch_embeddings, position_embeddings, interpolated: HashMap::new() })
+    }
+
+    /// Graph inputs: pixels `[B, C, H, W]`, the mask `[B · patches]` when masked, and the
+    /// position table `[patches + 1, hidden]` (see `position_table`).
+    fn forward(&self, g: &mut Graph, s: &ForwardShape) -> ValueId {
+        let pe = &self.patch_embeddings;
+        let (d, patches) = (pe.hidden_size, s.patches(pe.patch_size));
+        let pixel_values = g.input("pixel_values", s.batch * pe.num_channels * s.height * s.width);
+        let mut embeddings = pe.forward(g, pixel_values, s);
+        if s.masked {
+            let mask = g.input("bool_masked_pos", s.batch * patches);
+            let mask_token = self.mask_token.expect("checked before building the graph");
+            let op = Op::MaskBlend { rows: s.batch * patches, dim: d, mask_token };
+            embeddings = g.op(op, &[embeddings, mask], s.batch * patches * d);
+        }
+        let position = g.input("position_embeddings", (patches + 1) * d);
+        let op = Op::ClsPosition { batch: s.batch, patches, dim: d, cls: self.cls_token };
+        g.op(op, &[embeddings, position], s.batch * (patches + 1) * d)
+    }
+
+    /// The position table for an input of `height × width` pixels: the stored one, or
+    /// bicubically resampled to the input's patch grid when interpolating, exactly when
+    /// transformers resamples.
+    fn position_table(&mut self, height: usize, width: usize, interpolate: bool) -> Result<&[f32]> {
+        let pe = &self.patch_embeddings;
+        let p = pe.patch_size;
+        let (gh, gw) = (height / p, width / p);
+        let d = pe.hidden_size;
+        let num_positions = self.position_embeddings.len() / d - 1;
+        if !interpolate {
+            if (height, width) != pe.image_size {
+                return Err(Error::Input(format!(
+                    "image size {height}x{width} doesn't match the model's {}x{}; pass --interpolate-pos-encoding",
+                    pe.image_size.0, pe.image_size.1
+                )));
+            }
+            return Ok(&self.position_embeddings);
+        }
+        if gh * gw == num_positions && height == width {
+            return Ok(&self.position_embeddings);
+        }
+        let side = (num_positions as f64).sqrt().round() as usize;
+        if side * side != num_positions {
+            return Err(Error::Input(format!("cannot interpolate {num_positions} position embeddings: not a square grid")));
+        }
+        let table = &self.position_embeddings;
+        Ok(self.interpolated.entry((gh, gw)).or_insert_with(|| {
+            let mut resized = table[..d].to_vec();
+            resized.extend(interpolate::bicubic(&table[d..], side, side, d, gh, gw));
+            resized
+        }))
+    }
+}
+
+/// `ViTMSNSelfAttention` with the query, key and value projections fused into one
+/// linear of `3 · hidden` outputs, then `ViTMSNSelfOutput`'s dense layer.
+struct ViTMSNAttention {
+    qkv: Linear,
+    output: Linear,
+    num_attention_heads: usize,
+    attention_head_size: usize,
+}
+
+impl ViTMSNAttention {
+    fn load(l: &mut Loader, prefix: &str, c: &ViTMSNConfig) -> Result<Self> {
+        let d = c.hidden_size;
+        let names = |suffix: &str| ["query", "key", "value"].map(|p| format!("{prefix}.attention.{p}.{suffix}"));
+        let weight = l.stacked(&names("weight"), &[d, d], ConstRole::LinearWeight { n: 3 * d, k: d })?;
+        let bias = if c.qkv_bias { Some(l.stacked(&names("bias"), &[d], ConstRole::Vector)?) } else { None };
+        let qkv = Linear { weight, bias, out_features: 3 * d, in_features: d };
+        let output = Linear::load(l, &format!("{prefix}.output.dense"), d, d, true)?;
+        Ok(Self { qkv, output, num_attention_heads: c.num_attention_heads, attention_head_size: c.head_dim() })
+    }
+
+    /// Returns `attention(x) + residual`, and the probabilities if asked for.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(&self, g: &mut Graph, x: ValueId, residual: ValueId, head_mask: ValueId, layer: usize, s: &ForwardShape, tokens: usize) -> (ValueId, Option<ValueId>) {
+        let rows = s.batch * tokens;
+        let qkv = self.qkv.forward(g, x, rows, Activation::Identity, None);
+        let shape = AttentionShape { batch: s.batch, tokens, heads: self.num_attention_heads, head_dim: self.attention_head_size };
+        let hidden = self.num_attention_heads * self.attention_head_size;
+        let op = Op::Attention { shape, layer, probs: s.output_attentions };
+        let mut sizes = vec![rows * hidden];
+        if s.output_attentions {
+            sizes.push(s.batch * self.num_attention_heads * tokens * tokens);
+        }
+        let outs = g.op_multi(op, &[qkv, head_mask], &sizes);
+        let output = self.output.forward(g, outs[0], rows, Activation::Identity, Some(residual));
+        (output, outs.get(1).copied())
+    }
+}
+
+/// `ViTMSNLayer`: pre-norm attention and MLP blocks, each with a residual connection.
+struct ViTMSNLayer {
+    attention: ViTMSNAttention,
+    /// `ViTMSNIntermediate`.
+    intermediate: Linear,
+    /// `ViTMSNOutput`.
+    output: Linear,
+    layernorm_before: LayerNorm,
+    layernorm_after: LayerNorm,
+    intermediate_act_fn: Activation,
+}
+
+impl ViTMSNLayer {
+    fn load(l: &mut Loader, prefix: &str, c: &ViTMSNConfig) -> Result<Self> {
+        let (d, i) = (c.hidden_size, c.intermediate_size);
+        Ok(Self {
+            attention: ViTMSNAttention::load(l, &format!("{prefix}.attention"), c)?,
+            intermediate: Linear::load(l, &format!("{prefix}.intermediate.dense"), d, i, true)?,
+            output: Linear::load(l, &format!("{prefix}.output.dense"), i, d, true)?,
+            layernorm_before: LayerNorm::load(l, &format!("{prefix}.layernorm_before"), d, c.layer_norm_eps)?,
+            layernorm_after: LayerNorm::load(l, &format!("{prefix}.layernorm_after"), d, c.layer_norm_eps)?,
+            intermediate_act_fn: c.activation()?,
+        })
+    }
+
+    fn forward(&self, g: &mut Graph, hidden_states: ValueId, head_mask: ValueId, layer: usize, s: &ForwardShape, tokens: usize) -> (ValueId, Option<ValueId>) {
+        let rows = s.batch * tokens;
+        let hidden_states_norm = self.layernorm_before.forward(g, hidden_states, rows);
+        // first residual connection
+        let (hidden_states, attentions) =
+            self.attention.forward(g, hidden_states_norm, hidden_states, head_mask, layer, s, tokens);
+        let layer_output = self.layernorm_after.forward(g, hidden_states, rows);
+        let layer_output = self.intermediate.forward(g, layer_output, rows, self.intermediate_act_fn, None);
+        // second residual connection
+        let layer_output = self.output.forward(g, layer_output, rows, Activation::Identity, Some(hidden_states));
+        (layer_output, attentions)
+    }
+}
+
+/// `ViTMSNModel`: embeddings, the encoder's layers and the final LayerNorm.
+struct ViTMSNModel {
+    embeddings: ViTMSNEmbeddings,
+    layers: Vec<ViTMSNLayer>,
+    layernorm: LayerNorm,
+    hidden_size: usize,
+    num_heads: usize,
+}
+
+impl ViTMSNModel {
+    fn load(l: &mut Loader, prefix: &str, c: &ViTMSNConfig) -> Result<Self> {
+        Ok(Self {
+            embeddings: ViTMSNEmbeddings::load(l, &format!("{prefix}embeddings"), c)?,
+            layers: (0..c.num_hidden_layers)
+                .map(|i| ViTMSNLayer::load(l, &format!("{prefix}encoder.layer.{i}"), c))
+                .collect::<Result<_>>()?,
+            layernorm: LayerNorm::load(l, &format!("{prefix}layernorm"), c.hidden_size, c.layer_norm_eps)?,
+            hidden_size: c.hidden_size,
+            num_heads: c.num_attention_heads,
+        })
+    }
+
+    /// Builds the graph up to the final LayerNorm and returns `last_hidden_state`.
+    fn forward(&self, g: &mut Graph, s: &ForwardShape) -> ValueId {
+        let tokens = s.patches(self.embeddings.patch_embeddings.patch_size) + 1;
+        let hidden_shape = vec![s.batch, tokens, self.hidden_size];
+        let mut hidden_states = self.embeddings.forward(g, s);
+        let head_mask = g.input("head_mask", self.layers.len() * self.num_heads);
+        for (i, layer) in self.layers.iter().enumerate() {
+            if s.output_hidden_states {
+                g.output(format!("hidden_states.{i}"), hidden_states, hidden_shape.clone());
+            }
+            let (output, attentions) = layer.forward(g, hidden_states, head_mask, i, s, tokens);
+            if let Some(probs) = attentions {
+                g.output(format!("attentions.{i}"), probs, vec![s.batch, self.num_heads, tokens, tokens]);
+            }
+            hidden_states = output;
+        }
+        if s.output_hidden_states {
+            g.output(format!("hidden_states.{}", self.layers.len()), hidden_states, hidden_shape);
+        }
+        self.layernorm.forward(g, hidden_states, s.batch * tokens)
+    }
+}
+
+/// `ViTMSNForImageClassification`'s head: a linear layer on the final CLS token, or
+/// nothing (`nn.Identity`) when `num_labels` is 0.
+struct Classifier {
+    linear: Option<Linear>,
+}
+
+/// The inputs of one forward, as transformers' `forward` takes them.
+#[derive(Clone, Debug, Default)]
+pub struct ForwardInput {
+    /// `[batch, channels, height, width]`.
+    pub pixel_values: Tensor,
+    /// `[batch · num_patches]`, true where the patch is replaced by the mask token.
+    pub bool_masked_pos: Option<Vec<bool>>,
+    /// `[heads]` or `[layers, heads]`, multiplying the attention probabilities.
+    pub head_mask: Option<Tensor>,
+    pub labels: Option<Labels>,
+    pub output_attentions: bool,
+    pub output_hidden_states: bool,
+    pub interpolate_pos_encoding: bool,
+}
+
+impl Default for Tensor {
+    fn default() -> Self {
+        Tensor::new(vec![0], Vec::new())
+    }
+}
+
+/// What transformers returns: `last_hidden_state` for the bare model, `logits` (and
+/// `loss` with labels) for the classifier, and the optional per-layer tensors.
+#[derive(Clone, Debug, Default)]
+pub struct ForwardOutput {
+    pub last_hidden_state: Option<Tensor>,
+    pub logits: Option<Tensor>,
+    pub loss: Option<f32>,
+    /// The embedding output, then each layer's output: `[batch, tokens, hidden]`.
+    pub hidden_states: Vec<Tensor>,
+    /// Per layer: `[batch, heads, tokens, tokens]`.
+    pub attentions: Vec<Tensor>,
+}
+
+/// A loaded ViTMSN model (bare or with its classification head) bound to a backend.
+pub struct ViTMSN {
+    config: ViTMSNConfig,
+    vit: ViTMSNModel,
+    classifier: Option<Classifier>,
+    executor: Executor,
+    graphs: HashMap<ForwardShape, CompiledGraph>,
+}
+
+impl ViTMSN {
+    /// Loads `config.json` and the safetensors checkpoint of a `save_pretrained` directory.
+    pub fn from_dir(dir: &Path, backend: BackendKind, options: &BackendOptions) -> Result<Self> {
+        let config = ViTMSNConfig::from_file(&dir.join("config.json"))?;
+        let weights = Weights::from_dir(dir)?;
+        Self::new(config, &weights, backend::create(backend, options)?)
+    }
+
+    /// Builds the model from a config and weights, handing the weights to `backend`.
+    pub fn new(config: ViTMSNConfig, weights: &Weights, mut backend: Box<dyn Backend>) -> Result<Self> {
+        let prefix = if weights.contains("vit.embeddings.cls_token") { "vit." } else { "" };
+        let mut loader = Loader { weights, constants: Vec::new() };
+        let vit = ViTMSNModel::load(&mut loader, prefix, &config)?;
+        let classifier = if weights.contains("classifier.weight") || config.is_classifier() {
+            let labels = config.num_labels();
+            let linear = if labels > 0 {
+                Some(Linear::load(&mut loader, "classifier", config.hidden_size, labels, true)?)
+            } else {
+                None
+            };
+            Some(Classifier { linear })
+        } else {
+            None
+        };
+        backend.load_constants(loader.constants)?;
+        Ok(Self { config, vit, classifier, executor: Executor::new(backend), graphs: HashMap::new() })
+    }
+
+    pub fn config(&self) -> &ViTMSNConfig {
+        &self.config
+    }
+
+    pub fn is_classifier(&self) -> bool {
+        self.classifier.is_some()
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.executor.backend().name()
+    }
+
+    /// Runs the model on one batch.
+    pub fn forward(&mut self, input: &ForwardInput) -> Result<ForwardOutput> {
+        let shape = self.check(input)?;
+        let (layers, heads) = (self.config.num_hidden_layers, self.config.num_attention_heads);
+        let head_mask = match &input.head_mask {
+            None => vec![1.0; layers * heads],
+            Some(m) if m.shape == [heads] => m.data.repeat(layers),
+            Some(m) if m.shape == [layers, heads] => m.data.clone(),
+            Some(m) => {
+                return Err(Error::Input(format!(
+                    "head_mask has shape {:?}, expected [{heads}] or [{layers}, {heads}]",
+                    m.shape
+                )))
+            }
+        };
+        let mask: Option<Vec<f32>> =
+            input.bool_masked_pos.as_ref().map(|m| m.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect());
+        if !self.graphs.contains_key(&shape) {
+            let graph = self.build_graph(&shape);
+            self.graphs.insert(shape, CompiledGraph::new(graph, self.graphs.len() as u64));
+        }
+        let position = self.vit.embeddings.position_table(shape.height, shape.width, input.interpolate_pos_encoding)?;
+        let mut feeds: Vec<(&str, &[f32])> = vec![
+            ("pixel_values", &input.pixel_values.data),
+            ("head_mask", &head_mask),
+            ("position_embeddings", position),
+        ];
+        if let Some(mask) = &mask {
+            feeds.push(("bool_masked_pos", mask));
+        }
+        let compiled = &self.graphs[&shape];
+        let mut results = self.executor.run(compiled, &feeds)?;
+        let mut take = |name: &str, shape: &[usize]| Tensor::new(shape.to_vec(), results.remove(name).unwrap_or_default());
+        let mut out = ForwardOutput::default();
+        for (name, _, shape) in &compiled.graph.outputs {
+            let tensor = take(name, shape);
+            match name.split_once('.') {
+                Some(("hidden_states", _)) => out.hidden_states.push(tensor),
+                Some(("attentions", _)) => out.attentions.push(tensor),
+                _ if name == "logits" => out.logits = Some(tensor),
+                _ => out.last_hidden_state = Some(tensor),
+            }
+        }
+        if let (Some(labels), Some(logits)) = (&input.labels, &out.logits) {
+            let num_labels = logits.shape[1];
+            let problem = loss::problem_type(self.config.problem_type, num_labels, labels);
+            out.loss = Some(loss::loss(problem, &logits.data, num_labels, labels)?);
+        }
+        Ok(out)
+    }
+
+    /// Checks the inputs against the model, as transformers does, and returns the
+    /// shape the graph is built for.
+    fn check(&self, input: &ForwardInput) -> Result<ForwardShape> {
+        let c = &self.config;
+        let &[batch, channels, height, width] = input.pixel_values.shape.as_slice() else {
+            return Err(Error::Input(format!(
+                "pixel_values has shape {:?}, expected [batch, channels, height, width]",
+                input.pixel_values.shape
+            )));
+        };
+        if batch == 0 {
+            return Err(Error::Input("pixel_values holds an empty batch".into()));
+        }
+        if channels != c.num_channels {
+            return Err(Error::Input(format!("pixel_values has {channels} channels, the model expects {}", c.num_channels)));
+        }
+        if height < c.patch() || width < c.patch() {
+            return Err(Error::Input(format!("image {height}x{width} is smaller than one {0}x{0} patch", c.patch())));
+        }
+        let shape = ForwardShape {
+            batch,
+            height,
+            width,
+            masked: input.bool_masked_pos.is_some(),
+            output_attentions: input.output_attentions,
+            output_hidden_states: input.output_hidden_states,
+        };
+        if let Some(mask) = &input.bool_masked_pos {
+            let patches = shape.patches(c.patch());
+            if mask.len() != batch * patches {
+                return Err(Error::Input(format!(
+                    "bool_masked_pos holds {} values, expected batch {batch} x {patches} patches",
+                    mask.len()
+                )));
+            }
+            if self.vit.embeddings.mask_token.is_none() {
+                return Err(Error::Input(
+                    "bool_masked_pos given but the checkpoint has no embeddings.mask_token".into(),
+                ));
+            }
+        }
+        if input.labels.is_some() && self.classifier.is_none() {
+            return Err(Error::Input("labels given but the model has no classification head".into()));
+        }
+        Ok(shape)
+    }
+
+    fn build_graph(&self, s: &ForwardShape) -> Graph {
+        let mut g = Graph::default();
+        let last_hidden_state = self.vit.forward(&mut g, s);
+        let tokens = s.patches(self.config.patch()) + 1;
+        let d = self.config.hidden_size;
+        match &self.classifier {
+            None => g.output("last_hidden_state".into(), last_hidden_state, vec![s.batch, tokens, d]),
+            Some(head) => {
+                let cls = g.op(Op::SelectCls { batch: s.batch, tokens, dim: d }, &[last_hidden_state], s.batch * d);
+                match &head.linear {
+                    Some(linear) => {
+                        let logits = linear.forward(&mut g, cls, s.batch, Activation::Identity, None);
+                        g.output("logits".into(), logits, vec![s.batch, linear.out_features]);
+                    }
+                    None => g.output("logits".into(), cls, vec![s.batch, d]),
+                }
+            }
+        }
+        g
+    }
+}
