@@ -2,11 +2,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use vitmsn::backend::Precision;
 use vitmsn::{io, BackendKind, BackendOptions, Error, Result, ViTMSN};
 
 const USAGE: &str = "usage:
   vitmsn forward --model DIR --input IN.safetensors --output OUT.safetensors
-                 [--backend scalar|cpu|gpu] [--threads T] [--output-hidden-states]
+                 [--backend scalar|cpu|gpu] [--threads T] [--precision f32|f16]
+                 [--output-hidden-states]
                  [--output-attentions] [--interpolate-pos-encoding]";
 
 fn main() -> ExitCode {
@@ -80,12 +82,13 @@ impl Flags {
             .get("threads")
             .map(|t| t.parse::<usize>().ok().filter(|&t| t > 0).ok_or_else(|| Error::Usage(format!("--threads {t}: expected a positive integer"))))
             .transpose()?;
-        Ok((kind, BackendOptions { threads }))
+        let precision = Precision::parse(self.get("precision").unwrap_or("f32"))?;
+        Ok((kind, BackendOptions { threads, precision }))
     }
 }
 
 fn forward(flags: &Flags) -> Result<()> {
-    flags.check_known(&["model", "input", "output", "backend", "threads"])?;
+    flags.check_known(&["model", "input", "output", "backend", "threads", "precision"])?;
     let model_dir = PathBuf::from(flags.required("model")?);
     let input_path = PathBuf::from(flags.required("input")?);
     let output_path = PathBuf::from(flags.required("output")?);

@@ -60,6 +60,26 @@ impl BackendKind {
 pub struct BackendOptions {
     /// Worker threads for the CPU backend; `None` uses every core.
     pub threads: Option<usize>,
+    /// Storage precision of weights and activations on the GPU backend.
+    pub precision: Precision,
+}
+
+/// Storage precision. Arithmetic accumulates in f32 either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+}
+
+impl Precision {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            other => Err(Error::Usage(format!("unknown precision \"{other}\" (expected f32 or f16)"))),
+        }
+    }
 }
 
 /// Creates a backend of `kind`.
