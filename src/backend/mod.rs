@@ -42,7 +42,9 @@ impl BackendKind {
             "scalar" => Ok(Self::Scalar),
             "cpu" => Ok(Self::Cpu),
             "gpu" => Ok(Self::Gpu),
-            other => Err(Error::Usage(format!("unknown backend \"{other}\" (expected scalar, cpu or gpu)"))),
+            other => Err(Error::Usage(format!(
+                "unknown backend \"{other}\" (expected scalar, cpu or gpu)"
+            ))),
         }
     }
 
@@ -77,7 +79,9 @@ impl Precision {
         match name {
             "f32" => Ok(Self::F32),
             "f16" => Ok(Self::F16),
-            other => Err(Error::Usage(format!("unknown precision \"{other}\" (expected f32 or f16)"))),
+            other => Err(Error::Usage(format!(
+                "unknown precision \"{other}\" (expected f32 or f16)"
+            ))),
         }
     }
 }
@@ -86,6 +90,9 @@ impl Precision {
 pub fn create(kind: BackendKind, _options: &BackendOptions) -> Result<Box<dyn Backend>> {
     match kind {
         BackendKind::Scalar => Ok(Box::new(scalar::ScalarBackend::default())),
-        other => Err(Error::Backend(format!("the {} backend is not built yet", other.name()))),
+        other => Err(Error::Backend(format!(
+            "the {} backend is not built yet",
+            other.name()
+        ))),
     }
 }
