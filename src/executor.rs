@@ -122,10 +122,6 @@ impl Executor {
         &*self.backend
     }
 
-    pub fn backend_mut(&mut self) -> &mut dyn Backend {
-        &mut *self.backend
-    }
-
     /// Writes `inputs` (by name), runs every node, and returns each graph output by name.
     pub fn run(
         &mut self,

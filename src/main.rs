@@ -3,12 +3,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vitmsn::backend::Precision;
-use vitmsn::{io, BackendKind, BackendOptions, Error, Result, ViTMSN};
+use vitmsn::weights::Weights;
+use vitmsn::{bench, io, BackendKind, BackendOptions, Error, Result, ViTMSN};
 
 const USAGE: &str = "usage:
   vitmsn forward --model DIR --input IN.safetensors --output OUT.safetensors
                  [--backend scalar|cpu|gpu] [--threads T] [--precision f32|f16]
-                 [--output-hidden-states] [--output-attentions] [--interpolate-pos-encoding]";
+                 [--output-hidden-states] [--output-attentions] [--interpolate-pos-encoding]
+  vitmsn bench (--model DIR | --arch vit-msn-small|vit-msn-base|vit-msn-large|vit-msn-base-4|vit-msn-large-7)
+               [--batch N] [--threads T] [--backend B] [--precision P] [--iters N] [--json]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,6 +27,7 @@ fn main() -> ExitCode {
 fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("forward") => forward(&Flags::parse(&args[1..])?),
+        Some("bench") => bench(&Flags::parse(&args[1..])?),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -40,10 +44,11 @@ struct Flags {
     switches: Vec<String>,
 }
 
-const SWITCHES: [&str; 3] = [
+const SWITCHES: [&str; 4] = [
     "output-hidden-states",
     "output-attentions",
     "interpolate-pos-encoding",
+    "json",
 ];
 
 impl Flags {
@@ -97,6 +102,17 @@ impl Flags {
         }
     }
 
+    fn count(&self, name: &str, default: usize) -> Result<usize> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => {
+                v.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    Error::Usage(format!("--{name} {v}: expected a positive integer"))
+                })
+            }
+        }
+    }
+
     fn backend(&self) -> Result<(BackendKind, BackendOptions)> {
         let kind = BackendKind::parse(self.get("backend").unwrap_or("scalar"))?;
         let threads = self
@@ -132,4 +148,51 @@ fn forward(flags: &Flags) -> Result<()> {
     let mut model = ViTMSN::from_dir(&model_dir, kind, &options)?;
     let output = model.forward(&input)?;
     io::write_outputs(&output_path, &output)
+}
+
+fn bench(flags: &Flags) -> Result<()> {
+    flags.check_known(&[
+        "model",
+        "arch",
+        "batch",
+        "threads",
+        "backend",
+        "precision",
+        "iters",
+    ])?;
+    let (kind, options) = flags.backend()?;
+    let (mut model, name) = match (flags.get("model"), flags.get("arch")) {
+        (Some(dir), None) => (
+            ViTMSN::from_dir(dir.as_ref(), kind, &options)?,
+            dir.to_string(),
+        ),
+        (None, Some(arch)) => {
+            let config = bench::arch_config(arch)?;
+            let backend = vitmsn::backend::create(kind, &options)?;
+            (
+                ViTMSN::new(config, &Weights::random(0), backend)?,
+                arch.to_string(),
+            )
+        }
+        _ => {
+            return Err(Error::Usage(format!(
+                "bench takes one of --model or --arch\n{USAGE}"
+            )))
+        }
+    };
+    let report = bench::run(
+        &mut model,
+        &name,
+        flags.count("batch", 1)?,
+        flags.count("iters", 10)?,
+    )?;
+    if flags.switch("json") {
+        println!("{}", report.to_json());
+    } else {
+        println!(
+            "{} on {} ({} threads), batch {}: median {:.2} ms, {:.1} images/s, {:.1} GFLOP/s over {} forwards",
+            report.model, report.backend, report.threads, report.batch, report.median_ms, report.images_per_s, report.gflop_per_s, report.iters
+        );
+    }
+    Ok(())
 }

@@ -639,6 +639,10 @@ impl ViTMSN {
         self.executor.backend().name()
     }
 
+    pub fn backend_threads(&self) -> usize {
+        self.executor.backend().threads()
+    }
+
     /// Runs the model on one batch.
     pub fn forward(&mut self, input: &ForwardInput) -> Result<ForwardOutput> {
         let shape = self.check(input)?;

@@ -12,6 +12,10 @@ pub mod scalar;
 /// `run` for each node in order, then `read` for the requested outputs.
 pub trait Backend {
     fn name(&self) -> &'static str;
+    /// Threads the backend computes on.
+    fn threads(&self) -> usize {
+        1
+    }
     /// Takes the model's weights, indexed by `ConstId`; a backend may repack or upload
     /// them and drop the originals.
     fn load_constants(&mut self, constants: Vec<Constant>) -> Result<()>;
