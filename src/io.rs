@@ -27,7 +27,7 @@ pub fn read_inputs(path: &Path) -> Result<ForwardInput> {
         .ok_or_else(|| Error::Input(format!("{} has no pixel_values tensor", path.display())))?;
     let bool_masked_pos = entry("bool_masked_pos")
         .map(|e| match e.dtype {
-            Dtype::BOOL | Dtype::U8 => Ok(file.bytes(e).iter().map(|&b| b != 0).collect()),
+            Dtype::BOOL | Dtype::U8 => Ok(file.bytes(e)?.iter().map(|&b| b != 0).collect()),
             other => Err(Error::Input(format!(
                 "bool_masked_pos has dtype {other:?}; expected BOOL or U8"
             ))),
@@ -35,7 +35,7 @@ pub fn read_inputs(path: &Path) -> Result<ForwardInput> {
         .transpose()?;
     let labels = entry("labels")
         .map(|e| {
-            let bytes = file.bytes(e);
+            let bytes = file.bytes(e)?;
             Ok(match e.dtype {
                 Dtype::I64 => Labels::Classes(
                     bytes

@@ -32,7 +32,7 @@ fn rewrite(
     let mut kept: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, e) in &file.tensors {
         if let Some((dtype, shape, bytes)) =
-            edit(name, e.dtype, e.shape.clone(), file.bytes(e).to_vec())
+            edit(name, e.dtype, e.shape.clone(), file.bytes(e).unwrap())
         {
             kept.push((name.clone(), dtype, shape, bytes));
         }
@@ -209,7 +209,7 @@ fn input_with(
     let mut all: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = file
         .tensors
         .iter()
-        .map(|(n, e)| (n.clone(), e.dtype, e.shape.clone(), file.bytes(e).to_vec()))
+        .map(|(n, e)| (n.clone(), e.dtype, e.shape.clone(), file.bytes(e).unwrap()))
         .collect();
     drop(file);
     all.extend(
