@@ -3,6 +3,10 @@
 //! `scalar` holds the reference version of every op; optimised versions live beside it,
 //! one module per instruction set, and are property-tested against it.
 
+pub mod activation;
+pub mod attention;
+pub mod gemm;
+pub mod norm;
 pub mod scalar;
 pub mod threads;
 

@@ -1,0 +1,94 @@
+//! GEMM on ViT-MSN's shapes, one and two threads, with each layer's own epilogue.
+//!
+//! Throughput is counted as 2·m·n·k elements, so criterion's "elem/s" reads as FLOP/s.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use vitmsn_kernels::gemm::{gemm_packed, PackedWeights};
+use vitmsn_kernels::threads::ThreadPool;
+use vitmsn_kernels::{Activation, Epilogue, Isa};
+
+/// What follows the GEMM in the model.
+#[derive(Clone, Copy)]
+enum Layer {
+    /// QKV projection, classifier: `+ bias`.
+    Bias,
+    /// Attention output and MLP down projections: `+ bias + residual`.
+    BiasResidual,
+    /// MLP up projection: `gelu(· + bias)`.
+    BiasGelu,
+}
+
+/// (m, k, n, layer): ViT-S and ViT-B layers for one 224² image (197 tokens), ViT-B for a
+/// batch of 8, ViT-B at 448² (3137 tokens) and the classifier on one CLS token.
+const SHAPES: [(usize, usize, usize, Layer); 11] = [
+    (197, 384, 1152, Layer::Bias),
+    (197, 384, 384, Layer::BiasResidual),
+    (197, 384, 1536, Layer::BiasGelu),
+    (197, 1536, 384, Layer::BiasResidual),
+    (197, 768, 2304, Layer::Bias),
+    (197, 768, 768, Layer::BiasResidual),
+    (197, 768, 3072, Layer::BiasGelu),
+    (197, 3072, 768, Layer::BiasResidual),
+    (1576, 768, 3072, Layer::BiasGelu),
+    (3137, 768, 2304, Layer::Bias),
+    (1, 384, 1000, Layer::Bias),
+];
+
+fn values(len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.05)
+        .collect()
+}
+
+fn gemm(c: &mut Criterion) {
+    let isa = Isa::detect();
+    let pools = [ThreadPool::new(1), ThreadPool::new(2)];
+    let mut group = c.benchmark_group("gemm");
+    group.sample_size(10);
+    for (m, k, n, layer) in SHAPES {
+        let weights = PackedWeights::new(isa, n, k, &values(n * k));
+        let a = values(m * k);
+        let bias = values(n);
+        let residual = values(m * n);
+        let mut out = vec![0.0; m * n];
+        let epilogue = match layer {
+            Layer::Bias => Epilogue {
+                bias: Some(&bias),
+                activation: Activation::Identity,
+                residual: None,
+            },
+            Layer::BiasResidual => Epilogue {
+                bias: Some(&bias),
+                activation: Activation::Identity,
+                residual: Some(&residual),
+            },
+            Layer::BiasGelu => Epilogue {
+                bias: Some(&bias),
+                activation: Activation::Gelu,
+                residual: None,
+            },
+        };
+        group.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        for pool in &pools {
+            let id = BenchmarkId::new(format!("{m}x{k}x{n}"), format!("{}t", pool.threads()));
+            group.bench_function(id, |bench| {
+                bench.iter(|| {
+                    gemm_packed(
+                        m,
+                        black_box(&a),
+                        &weights,
+                        black_box(&mut out),
+                        &epilogue,
+                        pool,
+                    )
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, gemm);
+criterion_main!(benches);

@@ -1,0 +1,258 @@
+//! AVX2+FMA attention kernels: register tiles of `TILE_ROWS` query rows × 16 keys for the
+//! scores and `TILE_ROWS` rows × 16 value columns for the context, the row-wise softmax
+//! steps between them, and a vectorised `exp`.
+
+use std::arch::x86_64::*;
+
+use super::{expf, Kernels, PANEL_KEYS, TILE_COLS, TILE_ROWS};
+
+const LANES: usize = 8;
+
+/// The AVX2+FMA kernels.
+pub(super) struct Avx2;
+
+impl Kernels for Avx2 {
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn score_tile(
+        queries: [&[f32]; TILE_ROWS],
+        panel: &[f32],
+        scale: f32,
+        out: &mut [f32],
+        stride: usize,
+        rows: usize,
+        cols: usize,
+    ) {
+        let head_dim = panel.len() / PANEL_KEYS;
+        assert!(queries.iter().all(|q| q.len() == head_dim));
+        assert!(rows > 0 && out.len() >= (rows - 1) * stride + cols && cols <= PANEL_KEYS);
+        let mut acc = [[_mm256_setzero_ps(); 2]; TILE_ROWS];
+        let k = panel.as_ptr();
+        for c in 0..head_dim {
+            // SAFETY: c < head_dim, and the panel holds head_dim rows of 16 keys.
+            let (k0, k1) = unsafe {
+                (
+                    _mm256_loadu_ps(k.add(c * PANEL_KEYS)),
+                    _mm256_loadu_ps(k.add(c * PANEL_KEYS + LANES)),
+                )
+            };
+            for (acc, q) in acc.iter_mut().zip(&queries) {
+                // SAFETY: c < head_dim = q.len().
+                let q = _mm256_set1_ps(unsafe { *q.get_unchecked(c) });
+                acc[0] = _mm256_fmadd_ps(q, k0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(q, k1, acc[1]);
+            }
+        }
+        let scale = _mm256_set1_ps(scale);
+        let (mask0, mask1) = (tail_mask(cols), tail_mask(cols.saturating_sub(LANES)));
+        for (r, acc) in acc.iter().enumerate().take(rows) {
+            let dst = out[r * stride..].as_mut_ptr();
+            // SAFETY: row r < rows starts in `out` with at least `cols` elements after it
+            // (asserted above); the masks cover only those.
+            unsafe {
+                if cols == PANEL_KEYS {
+                    _mm256_storeu_ps(dst, _mm256_mul_ps(acc[0], scale));
+                    _mm256_storeu_ps(dst.add(LANES), _mm256_mul_ps(acc[1], scale));
+                } else {
+                    _mm256_maskstore_ps(dst, mask0, _mm256_mul_ps(acc[0], scale));
+                    _mm256_maskstore_ps(dst.add(LANES), mask1, _mm256_mul_ps(acc[1], scale));
+                }
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn context_tile(
+        weights: [&[f32]; TILE_ROWS],
+        values: &[f32],
+        value_stride: usize,
+        acc: &mut [f32],
+        acc_stride: usize,
+        rescale: &[f32],
+    ) {
+        let keys = weights[0].len();
+        assert!(weights.iter().all(|w| w.len() == keys) && rescale.len() == TILE_ROWS);
+        assert!(keys == 0 || values.len() >= (keys - 1) * value_stride + TILE_COLS);
+        assert!(acc.len() >= (TILE_ROWS - 1) * acc_stride + TILE_COLS);
+        let mut sums = [[_mm256_setzero_ps(); 2]; TILE_ROWS];
+        for (r, sum) in sums.iter_mut().enumerate() {
+            let factor = _mm256_set1_ps(rescale[r]);
+            let row = acc[r * acc_stride..].as_ptr();
+            // SAFETY: each accumulator row has TILE_COLS elements (asserted above).
+            unsafe {
+                sum[0] = _mm256_mul_ps(_mm256_loadu_ps(row), factor);
+                sum[1] = _mm256_mul_ps(_mm256_loadu_ps(row.add(LANES)), factor);
+            }
+        }
+        let v = values.as_ptr();
+        for j in 0..keys {
+            // SAFETY: j < keys, and `values` holds TILE_COLS elements from row keys − 1.
+            let (v0, v1) = unsafe {
+                (
+                    _mm256_loadu_ps(v.add(j * value_stride)),
+                    _mm256_loadu_ps(v.add(j * value_stride + LANES)),
+                )
+            };
+            for (sum, w) in sums.iter_mut().zip(&weights) {
+                // SAFETY: j < keys = w.len().
+                let w = _mm256_set1_ps(unsafe { *w.get_unchecked(j) });
+                sum[0] = _mm256_fmadd_ps(w, v0, sum[0]);
+                sum[1] = _mm256_fmadd_ps(w, v1, sum[1]);
+            }
+        }
+        for (r, sum) in sums.iter().enumerate() {
+            let row = acc[r * acc_stride..].as_mut_ptr();
+            // SAFETY: as for the loads above.
+            unsafe {
+                _mm256_storeu_ps(row, sum[0]);
+                _mm256_storeu_ps(row.add(LANES), sum[1]);
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn max(row: &[f32]) -> f32 {
+        let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut acc = neg_inf;
+        let mut chunks = row.chunks_exact(LANES);
+        for chunk in &mut chunks {
+            // SAFETY: the chunk has LANES elements.
+            acc = _mm256_max_ps(acc, unsafe { _mm256_loadu_ps(chunk.as_ptr()) });
+        }
+        let tail = chunks.remainder();
+        let mask = tail_mask(tail.len());
+        // SAFETY: the mask covers only the tail's elements.
+        let tail = unsafe { _mm256_maskload_ps(tail.as_ptr(), mask) };
+        acc = _mm256_max_ps(
+            acc,
+            _mm256_blendv_ps(neg_inf, tail, _mm256_castsi256_ps(mask)),
+        );
+        let half = _mm_max_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        let pair = _mm_max_ps(half, _mm_movehl_ps(half, half));
+        _mm_cvtss_f32(_mm_max_ss(pair, _mm_movehdup_ps(pair)))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn exp_shifted_in_place(row: &mut [f32], shift: f32) -> f32 {
+        let shift = _mm256_set1_ps(shift);
+        let mut sum = _mm256_setzero_ps();
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for chunk in &mut chunks {
+            let p = chunk.as_mut_ptr();
+            // SAFETY: the chunk has LANES elements.
+            unsafe {
+                let e = exp(_mm256_sub_ps(_mm256_loadu_ps(p), shift));
+                _mm256_storeu_ps(p, e);
+                sum = _mm256_add_ps(sum, e);
+            }
+        }
+        let tail = chunks.into_remainder();
+        let mask = tail_mask(tail.len());
+        // SAFETY: the mask covers only the tail's elements.
+        unsafe {
+            let e = exp(_mm256_sub_ps(
+                _mm256_maskload_ps(tail.as_ptr(), mask),
+                shift,
+            ));
+            let e = _mm256_and_ps(e, _mm256_castsi256_ps(mask));
+            _mm256_maskstore_ps(tail.as_mut_ptr(), mask, e);
+            sum = _mm256_add_ps(sum, e);
+        }
+        horizontal_sum(sum)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn scale(row: &mut [f32], factor: f32) {
+        let factor_v = _mm256_set1_ps(factor);
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for chunk in &mut chunks {
+            let p = chunk.as_mut_ptr();
+            // SAFETY: the chunk has LANES elements.
+            unsafe { _mm256_storeu_ps(p, _mm256_mul_ps(_mm256_loadu_ps(p), factor_v)) };
+        }
+        chunks
+            .into_remainder()
+            .iter_mut()
+            .for_each(|x| *x *= factor);
+    }
+}
+
+/// Lanes `0..n.min(8)` set, for masked loads and stores of a row's tail.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn tail_mask(n: usize) -> __m256i {
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(n.min(LANES) as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
+}
+
+/// The sum of the 8 lanes, in a fixed order.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn horizontal_sum(v: __m256) -> f32 {
+    let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let pair = _mm_add_ps(half, _mm_movehl_ps(half, half));
+    _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)))
+}
+
+/// `e^x` on 8 lanes by [`expf`]; NaN stays NaN.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn exp(x: __m256) -> __m256 {
+    // max/min return their second operand for NaN, so NaN passes through.
+    let x = _mm256_min_ps(
+        _mm256_set1_ps(expf::MAX_ARG),
+        _mm256_max_ps(_mm256_set1_ps(expf::MIN_ARG), x),
+    );
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        _mm256_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(expf::LN2_HI), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(expf::LN2_LO), r);
+    let mut p = _mm256_set1_ps(expf::POLY[0]);
+    for c in &expf::POLY[1..] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
+    }
+    let y = _mm256_add_ps(
+        _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r),
+        _mm256_set1_ps(1.0),
+    );
+    // 2^n in two normal factors, as n ∈ [−150, 128] is past the exponent range at both ends.
+    let n = _mm256_cvtps_epi32(n);
+    let low = _mm256_srai_epi32::<1>(n);
+    let high = _mm256_sub_epi32(n, low);
+    _mm256_mul_ps(_mm256_mul_ps(y, power_of_two(low)), power_of_two(high))
+}
+
+/// `2^k` for integer lanes `k ∈ [−126, 127]`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn power_of_two(k: __m256i) -> __m256 {
+    _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+        k,
+        _mm256_set1_epi32(127),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_accurate_over_its_range() {
+        if crate::Isa::detect() == crate::Isa::Avx2Fma {
+            expf::check(|lanes| {
+                let mut out = [0.0f32; 8];
+                // SAFETY: AVX2 and FMA were detected; both arrays have 8 lanes.
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr(), exp(_mm256_loadu_ps(lanes.as_ptr()))) };
+                out
+            });
+        }
+    }
+}

@@ -1,0 +1,688 @@
+//! Fused multi-head attention: scores, softmax and the weighted sum of values in one sweep
+//! over blocks of keys (flash attention's online softmax), so the `tokens × tokens` score
+//! matrix is only ever written when the caller asks for the probabilities.
+//!
+//! Work is split into fixed tasks of (image, head, block of query rows); every query row is
+//! computed the same way whichever task or thread runs it, so results never depend on the
+//! thread count.
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+mod disjoint;
+pub(crate) mod expf;
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon;
+
+pub(crate) use disjoint::DisjointMut;
+
+use std::ops::Range;
+use std::sync::{Mutex, MutexGuard};
+
+use crate::threads::ThreadPool;
+use crate::{scalar, AttentionShape, Isa};
+
+/// Query rows of one register tile.
+const TILE_ROWS: usize = 6;
+/// Keys per packed key panel, the width of one score tile.
+const PANEL_KEYS: usize = 16;
+/// Value columns per context tile; packed values are padded to a multiple of it.
+const TILE_COLS: usize = 16;
+/// Upper bound on the query rows of one task; enough for the keys to be reused from cache.
+const MAX_BLOCK_ROWS: usize = 48;
+/// Keys per online-softmax step: one block of scores stays in L1.
+const BLOCK_KEYS: usize = 128;
+
+/// Reusable buffers of [`attention`]: every head's keys and values packed for the kernels,
+/// and one set of per-block buffers for each pool thread. It grows to the largest shape
+/// and thread count it has seen, so after the first call nothing is allocated.
+#[derive(Default)]
+pub struct AttentionScratch {
+    packed: Vec<f32>,
+    blocks: Vec<Mutex<BlockScratch>>,
+}
+
+impl AttentionScratch {
+    /// Scratch large enough for `shape` on a pool of `threads` threads.
+    pub fn new(shape: AttentionShape, threads: usize) -> Self {
+        let mut scratch = Self::default();
+        scratch.reserve(shape, threads);
+        scratch
+    }
+
+    fn reserve(&mut self, shape: AttentionShape, threads: usize) {
+        let layout = PackedHead::new(shape);
+        let packed_len = shape.batch * shape.heads * layout.len();
+        if self.packed.len() < packed_len {
+            self.packed.resize(packed_len, 0.0);
+        }
+        if self.blocks.len() < threads {
+            self.blocks.resize_with(threads, Default::default);
+        }
+        for block in &mut self.blocks {
+            block
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .reserve(layout.padded_dim);
+        }
+    }
+
+    /// A block scratch no other task holds; there is one per pool thread.
+    fn free_block(&self) -> MutexGuard<'_, BlockScratch> {
+        self.blocks
+            .iter()
+            .find_map(|b| b.try_lock().ok())
+            .expect("a block scratch per pool thread")
+    }
+}
+
+/// Buffers of one task, for `MAX_BLOCK_ROWS` query rows.
+#[derive(Default)]
+struct BlockScratch {
+    /// Scores, then probabilities, of the current key block: `[rows][BLOCK_KEYS]`.
+    scores: Vec<f32>,
+    /// Unnormalised context rows: `[rows][padded_dim]`.
+    context: Vec<f32>,
+    /// Running maximum score of each row.
+    row_max: Vec<f32>,
+    /// Running sum of `exp(score − row_max)` of each row.
+    row_sum: Vec<f32>,
+    /// What the current key block multiplies each context row by as its maximum rises.
+    rescale: Vec<f32>,
+}
+
+impl BlockScratch {
+    fn reserve(&mut self, padded_dim: usize) {
+        let grow = |v: &mut Vec<f32>, len: usize| {
+            if v.len() < len {
+                v.resize(len, 0.0);
+            }
+        };
+        grow(&mut self.scores, MAX_BLOCK_ROWS * BLOCK_KEYS);
+        grow(&mut self.context, MAX_BLOCK_ROWS * padded_dim);
+        grow(&mut self.row_max, MAX_BLOCK_ROWS);
+        grow(&mut self.row_sum, MAX_BLOCK_ROWS);
+        grow(&mut self.rescale, MAX_BLOCK_ROWS);
+    }
+}
+
+/// How one head's keys and values are packed: keys in panels of `PANEL_KEYS` keys stored
+/// `[head_dim][PANEL_KEYS]` (zero past the last key), then values `[tokens][padded_dim]`
+/// (zero past `head_dim`).
+#[derive(Clone, Copy)]
+struct PackedHead {
+    tokens: usize,
+    head_dim: usize,
+    padded_dim: usize,
+}
+
+impl PackedHead {
+    fn new(shape: AttentionShape) -> Self {
+        Self {
+            tokens: shape.tokens,
+            head_dim: shape.head_dim,
+            padded_dim: shape.head_dim.next_multiple_of(TILE_COLS),
+        }
+    }
+
+    fn keys_len(&self) -> usize {
+        self.tokens.next_multiple_of(PANEL_KEYS) * self.head_dim
+    }
+
+    fn len(&self) -> usize {
+        self.keys_len() + self.tokens * self.padded_dim
+    }
+
+    /// Packs head `head` of one image's `[tokens, 3·hidden]` qkv rows into `dst`.
+    fn pack(&self, image: &[f32], head: usize, hidden: usize, dst: &mut [f32]) {
+        let d = self.head_dim;
+        let (keys, values) = dst[..self.len()].split_at_mut(self.keys_len());
+        keys[(self.tokens / PANEL_KEYS) * PANEL_KEYS * d..].fill(0.0);
+        for (j, row) in image.chunks_exact(3 * hidden).take(self.tokens).enumerate() {
+            let key = &row[hidden + head * d..][..d];
+            let panel = &mut keys[(j / PANEL_KEYS) * PANEL_KEYS * d..][..PANEL_KEYS * d];
+            for (c, &k) in key.iter().enumerate() {
+                panel[c * PANEL_KEYS + j % PANEL_KEYS] = k;
+            }
+            let value = &mut values[j * self.padded_dim..][..self.padded_dim];
+            value[..d].copy_from_slice(&row[2 * hidden + head * d..][..d]);
+            value[d..].fill(0.0);
+        }
+    }
+}
+
+/// What a task needs of one head.
+struct HeadView<'a> {
+    /// The image's rows of the fused qkv tensor.
+    image: &'a [f32],
+    row_stride: usize,
+    /// First column of this head's queries in a row.
+    query_col: usize,
+    /// Packed as [`PackedHead`] describes.
+    keys: &'a [f32],
+    values: &'a [f32],
+    tokens: usize,
+    head_dim: usize,
+    padded_dim: usize,
+    /// `1/√head_dim`.
+    score_scale: f32,
+    /// The `head_scale` entry of this head.
+    head_scale: f32,
+}
+
+impl HeadView<'_> {
+    /// The query rows of the tile starting at `first`; rows at or past `end` repeat the
+    /// last row before it, so a tile always reads valid queries.
+    fn tile_queries(&self, first: usize, end: usize) -> [&[f32]; TILE_ROWS] {
+        std::array::from_fn(|r| {
+            let row = (first + r).min(end - 1);
+            &self.image[row * self.row_stride + self.query_col..][..self.head_dim]
+        })
+    }
+
+    /// Packed keys `panel·PANEL_KEYS..` as `[head_dim][PANEL_KEYS]`.
+    fn key_panel(&self, panel: usize) -> &[f32] {
+        &self.keys[panel * PANEL_KEYS * self.head_dim..][..PANEL_KEYS * self.head_dim]
+    }
+}
+
+/// The split of a head's query rows into balanced blocks of whole tiles.
+#[derive(Clone, Copy)]
+struct QueryBlocks {
+    tokens: usize,
+    rows: usize,
+    count: usize,
+}
+
+impl QueryBlocks {
+    fn new(tokens: usize) -> Self {
+        let rows = tokens
+            .div_ceil(tokens.div_ceil(MAX_BLOCK_ROWS))
+            .next_multiple_of(TILE_ROWS);
+        Self {
+            tokens,
+            rows,
+            count: tokens.div_ceil(rows),
+        }
+    }
+
+    fn range(&self, block: usize) -> Range<usize> {
+        block * self.rows..((block + 1) * self.rows).min(self.tokens)
+    }
+}
+
+/// The register-level kernels of one instruction set, under the blocked algorithm that
+/// all share.
+///
+/// The methods are `unsafe` only because they use instructions the CPU may lack: callers
+/// must have checked that it supports the implementing instruction set. Each checks the
+/// bounds it relies on.
+trait Kernels {
+    /// `out[r][j] = scale · (queries[r] · key j)` for the `PANEL_KEYS` keys of a packed
+    /// `panel` (`[head_dim][PANEL_KEYS]`), stored for the first `rows` rows and `cols`
+    /// keys, rows `stride` apart.
+    unsafe fn score_tile(
+        queries: [&[f32]; TILE_ROWS],
+        panel: &[f32],
+        scale: f32,
+        out: &mut [f32],
+        stride: usize,
+        rows: usize,
+        cols: usize,
+    );
+
+    /// `acc[r][..16] = acc[r][..16] · rescale[r] + Σ_j weights[r][j] · values[j][..16]`
+    /// (16 = `TILE_COLS`), value rows `value_stride` apart, accumulator rows `acc_stride`.
+    unsafe fn context_tile(
+        weights: [&[f32]; TILE_ROWS],
+        values: &[f32],
+        value_stride: usize,
+        acc: &mut [f32],
+        acc_stride: usize,
+        rescale: &[f32],
+    );
+
+    /// The largest element of `row` (−∞ when empty).
+    unsafe fn max(row: &[f32]) -> f32;
+
+    /// Replaces each `x` of `row` by `exp(x − shift)` and returns their sum.
+    unsafe fn exp_shifted_in_place(row: &mut [f32], shift: f32) -> f32;
+
+    /// Multiplies `row` by `factor`.
+    unsafe fn scale(row: &mut [f32], factor: f32);
+}
+
+/// Online-softmax attention of the query rows `rows` of one head; leaves each row's
+/// finished context in `scratch.context[r·padded_dim..][..head_dim]`.
+///
+/// # Safety
+/// The CPU must support `K`'s instruction set.
+unsafe fn attend_online<K: Kernels>(
+    head: &HeadView,
+    rows: Range<usize>,
+    scratch: &mut BlockScratch,
+) {
+    let tiles = rows.len().div_ceil(TILE_ROWS);
+    let tile_rows = tiles * TILE_ROWS;
+    let dp = head.padded_dim;
+    let BlockScratch {
+        scores,
+        context,
+        row_max,
+        row_sum,
+        rescale,
+    } = scratch;
+    context[..tile_rows * dp].fill(0.0);
+    row_max[..tile_rows].fill(f32::NEG_INFINITY);
+    row_sum[..tile_rows].fill(0.0);
+
+    for first_key in (0..head.tokens).step_by(BLOCK_KEYS) {
+        let keys = BLOCK_KEYS.min(head.tokens - first_key);
+        for t in 0..tiles {
+            let queries = head.tile_queries(rows.start + t * TILE_ROWS, rows.end);
+            for p in 0..keys.div_ceil(PANEL_KEYS) {
+                let out = &mut scores[t * TILE_ROWS * BLOCK_KEYS + p * PANEL_KEYS..];
+                let panel = head.key_panel(first_key / PANEL_KEYS + p);
+                K::score_tile(
+                    queries,
+                    panel,
+                    head.score_scale,
+                    out,
+                    BLOCK_KEYS,
+                    TILE_ROWS,
+                    PANEL_KEYS,
+                );
+            }
+        }
+        for r in 0..tile_rows {
+            let row = &mut scores[r * BLOCK_KEYS..][..keys];
+            let new_max = row_max[r].max(K::max(row));
+            // Past the first blocks the maximum rarely rises: skip the exp then.
+            rescale[r] = if new_max == row_max[r] {
+                1.0
+            } else {
+                (row_max[r] - new_max).exp()
+            };
+            row_sum[r] = row_sum[r] * rescale[r] + K::exp_shifted_in_place(row, new_max);
+            row_max[r] = new_max;
+        }
+        let values = &head.values[first_key * dp..];
+        for t in 0..tiles {
+            let weights =
+                std::array::from_fn(|r| &scores[(t * TILE_ROWS + r) * BLOCK_KEYS..][..keys]);
+            let rescale = &rescale[t * TILE_ROWS..][..TILE_ROWS];
+            for c in (0..dp).step_by(TILE_COLS) {
+                K::context_tile(
+                    weights,
+                    &values[c..],
+                    dp,
+                    &mut context[t * TILE_ROWS * dp + c..],
+                    dp,
+                    rescale,
+                );
+            }
+        }
+    }
+    for r in 0..rows.len() {
+        K::scale(
+            &mut context[r * dp..][..head.head_dim],
+            head.head_scale / row_sum[r],
+        );
+    }
+}
+
+/// Attention of the query rows `rows` of one head that also writes their probabilities to
+/// `probs` (`[rows.len()][tokens]`), by an exact two-pass softmax over whole rows.
+///
+/// # Safety
+/// The CPU must support `K`'s instruction set.
+unsafe fn attend_with_probs<K: Kernels>(
+    head: &HeadView,
+    rows: Range<usize>,
+    scratch: &mut BlockScratch,
+    probs: &mut [f32],
+) {
+    let tokens = head.tokens;
+    let tiles = rows.len().div_ceil(TILE_ROWS);
+    let dp = head.padded_dim;
+    let context = &mut scratch.context[..tiles * TILE_ROWS * dp];
+    context.fill(0.0);
+
+    for p in 0..tokens.div_ceil(PANEL_KEYS) {
+        let cols = PANEL_KEYS.min(tokens - p * PANEL_KEYS);
+        for t in 0..tiles {
+            let first = rows.start + t * TILE_ROWS;
+            let queries = head.tile_queries(first, rows.end);
+            let out = &mut probs[t * TILE_ROWS * tokens + p * PANEL_KEYS..];
+            let valid_rows = TILE_ROWS.min(rows.end - first);
+            K::score_tile(
+                queries,
+                head.key_panel(p),
+                head.score_scale,
+                out,
+                tokens,
+                valid_rows,
+                cols,
+            );
+        }
+    }
+    for row in probs.chunks_exact_mut(tokens) {
+        let sum = K::exp_shifted_in_place(row, K::max(row));
+        K::scale(row, head.head_scale / sum);
+    }
+    let probs = &*probs;
+    let last = rows.len() - 1;
+    for t in 0..tiles {
+        let weights =
+            std::array::from_fn(|r| &probs[(t * TILE_ROWS + r).min(last) * tokens..][..tokens]);
+        for c in (0..dp).step_by(TILE_COLS) {
+            K::context_tile(
+                weights,
+                &head.values[c..],
+                dp,
+                &mut context[t * TILE_ROWS * dp + c..],
+                dp,
+                &[1.0; TILE_ROWS],
+            );
+        }
+    }
+}
+
+/// Multi-head self-attention with the semantics of [`scalar::attention`]: fused `qkv` rows
+/// `[q | k | v]`, `context` `[batch, tokens, hidden]`, optional `probs`
+/// `[batch, heads, tokens, tokens]` after the head scale. Heads whose scale is 0 are skipped
+/// and get zero context and probabilities.
+///
+/// Runs on `pool` with `isa`'s kernels; `Isa::Scalar` runs the reference on the calling
+/// thread instead. Panics if the CPU lacks `isa`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    isa: Isa,
+    shape: AttentionShape,
+    qkv: &[f32],
+    head_scale: &[f32],
+    context: &mut [f32],
+    probs: Option<&mut [f32]>,
+    pool: &ThreadPool,
+    scratch: &mut AttentionScratch,
+) {
+    let AttentionShape {
+        batch,
+        tokens,
+        heads,
+        head_dim,
+    } = shape;
+    let hidden = heads * head_dim;
+    assert!(qkv.len() >= batch * tokens * 3 * hidden, "qkv too short");
+    assert!(
+        context.len() >= batch * tokens * hidden,
+        "context too short"
+    );
+    assert!(head_scale.len() >= heads, "head_scale too short");
+    if let Some(probs) = &probs {
+        assert!(
+            probs.len() >= batch * heads * tokens * tokens,
+            "probs too short"
+        );
+    }
+    if isa != Isa::Scalar {
+        assert_eq!(Isa::detect(), isa, "this CPU lacks {isa:?}");
+    }
+    match isa {
+        // SAFETY (both): checked above that the CPU supports `isa`.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => unsafe {
+            blocked_attention::<avx2::Avx2>(shape, qkv, head_scale, context, probs, pool, scratch)
+        },
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => unsafe {
+            blocked_attention::<neon::Neon>(shape, qkv, head_scale, context, probs, pool, scratch)
+        },
+        _ => scalar::attention(shape, qkv, head_scale, context, probs),
+    }
+}
+
+/// [`attention`] on `K`'s kernels.
+///
+/// # Safety
+/// The CPU must support `K`'s instruction set.
+unsafe fn blocked_attention<K: Kernels>(
+    shape: AttentionShape,
+    qkv: &[f32],
+    head_scale: &[f32],
+    context: &mut [f32],
+    probs: Option<&mut [f32]>,
+    pool: &ThreadPool,
+    scratch: &mut AttentionScratch,
+) {
+    let AttentionShape {
+        batch,
+        tokens,
+        heads,
+        head_dim,
+    } = shape;
+    if batch * tokens * heads * head_dim == 0 {
+        return;
+    }
+    let hidden = heads * head_dim;
+    let image_len = tokens * 3 * hidden;
+    let layout = PackedHead::new(shape);
+    scratch.reserve(shape, pool.threads());
+
+    let packed = DisjointMut::new(&mut scratch.packed);
+    pool.run(batch * heads, &|task| {
+        let (b, h) = (task / heads, task % heads);
+        if head_scale[h] != 0.0 {
+            // SAFETY: task `task` alone writes the `task`-th packed head.
+            let dst = unsafe { packed.piece(task * layout.len(), layout.len()) };
+            layout.pack(&qkv[b * image_len..][..image_len], h, hidden, dst);
+        }
+    });
+
+    let scratch = &*scratch;
+    let blocks = QueryBlocks::new(tokens);
+    let context = DisjointMut::new(context);
+    let probs = probs.map(DisjointMut::new);
+    pool.run(batch * heads * blocks.count, &|task| {
+        let (image_head, block) = (task / blocks.count, task % blocks.count);
+        let (b, h) = (image_head / heads, image_head % heads);
+        let rows = blocks.range(block);
+        // SAFETY: a task alone owns these rows of its head's probabilities.
+        let probs_rows = probs.as_ref().map(|p| unsafe {
+            p.piece(
+                (image_head * tokens + rows.start) * tokens,
+                rows.len() * tokens,
+            )
+        });
+        let context_row = |i: usize| {
+            // SAFETY: a task alone owns its head's columns of its query rows, and holds one
+            // row at a time.
+            unsafe { context.piece((b * tokens + i) * hidden + h * head_dim, head_dim) }
+        };
+        if head_scale[h] == 0.0 {
+            rows.clone().for_each(|i| context_row(i).fill(0.0));
+            if let Some(p) = probs_rows {
+                p.fill(0.0);
+            }
+            return;
+        }
+        let head_packed = &scratch.packed[image_head * layout.len()..][..layout.len()];
+        let (keys, values) = head_packed.split_at(layout.keys_len());
+        let head = HeadView {
+            image: &qkv[b * image_len..][..image_len],
+            row_stride: 3 * hidden,
+            query_col: h * head_dim,
+            keys,
+            values,
+            tokens,
+            head_dim,
+            padded_dim: layout.padded_dim,
+            score_scale: 1.0 / (head_dim as f32).sqrt(),
+            head_scale: head_scale[h],
+        };
+        let mut block_scratch = scratch.free_block();
+        // SAFETY: the caller guarantees that the CPU supports K's instruction set.
+        unsafe {
+            match probs_rows {
+                Some(p) => attend_with_probs::<K>(&head, rows.clone(), &mut block_scratch, p),
+                None => attend_online::<K>(&head, rows.clone(), &mut block_scratch),
+            }
+        }
+        for (r, i) in rows.enumerate() {
+            context_row(i)
+                .copy_from_slice(&block_scratch.context[r * layout.padded_dim..][..head_dim]);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Inputs drawn uniformly from `[-spread, spread]` by a small deterministic generator.
+    fn values(len: usize, seed: u64, spread: f32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * spread
+            })
+            .collect()
+    }
+
+    fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
+        let scale = expected.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+            assert!(
+                (a - e).abs() <= 1e-5 * scale,
+                "{what}[{i}]: {a} vs {e} (scale {scale})"
+            );
+        }
+    }
+
+    /// Runs both versions and compares context and, when `with_probs`, probabilities.
+    fn check(
+        shape: AttentionShape,
+        head_scale: &[f32],
+        spread: f32,
+        seed: u64,
+        with_probs: bool,
+        threads: usize,
+    ) {
+        let AttentionShape {
+            batch,
+            tokens,
+            heads,
+            head_dim,
+        } = shape;
+        let qkv = values(batch * tokens * 3 * heads * head_dim, seed, spread);
+        let context_len = batch * tokens * heads * head_dim;
+        let probs_len = batch * heads * tokens * tokens;
+        let (mut expected, mut expected_probs) = (vec![0.0; context_len], vec![0.0; probs_len]);
+        scalar::attention(
+            shape,
+            &qkv,
+            head_scale,
+            &mut expected,
+            Some(&mut expected_probs),
+        );
+        let (mut actual, mut actual_probs) =
+            (vec![f32::NAN; context_len], vec![f32::NAN; probs_len]);
+        let pool = ThreadPool::new(threads);
+        let mut scratch = AttentionScratch::default();
+        let probs = with_probs.then_some(&mut actual_probs[..]);
+        attention(
+            Isa::detect(),
+            shape,
+            &qkv,
+            head_scale,
+            &mut actual,
+            probs,
+            &pool,
+            &mut scratch,
+        );
+        assert_close(&actual, &expected, "context");
+        if with_probs {
+            assert_close(&actual_probs, &expected_probs, "probs");
+        }
+    }
+
+    fn shapes() -> impl Strategy<Value = AttentionShape> {
+        (
+            1..=2usize,
+            prop_oneof![1..=20usize, 60..=150usize],
+            1..=3usize,
+            prop_oneof![Just(32usize), Just(64), 1..=70usize],
+        )
+            .prop_map(|(batch, tokens, heads, head_dim)| AttentionShape {
+                batch,
+                tokens,
+                heads,
+                head_dim,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn matches_scalar(
+            shape in shapes(),
+            scales in prop::collection::vec(prop_oneof![Just(1.0f32), Just(0.0), 0.1f32..2.0], 3),
+            spread in prop_oneof![Just(1.0f32), 0.1f32..4.0],
+            seed: u64,
+            with_probs: bool,
+            threads in 1..=3usize,
+        ) {
+            check(shape, &scales, spread, seed, with_probs, threads);
+        }
+    }
+
+    #[test]
+    fn model_shape_matches_scalar() {
+        let shape = AttentionShape {
+            batch: 1,
+            tokens: 197,
+            heads: 2,
+            head_dim: 64,
+        };
+        check(shape, &[1.0, 0.5], 2.0, 7, false, 2);
+        check(shape, &[0.0, 1.0], 2.0, 8, true, 2);
+    }
+
+    #[test]
+    fn thread_count_does_not_change_results() {
+        let shape = AttentionShape {
+            batch: 2,
+            tokens: 131,
+            heads: 3,
+            head_dim: 40,
+        };
+        let qkv = values(2 * 131 * 3 * 120, 3, 2.0);
+        let run = |threads| {
+            let mut context = vec![0.0; 2 * 131 * 120];
+            let pool = ThreadPool::new(threads);
+            let mut scratch = AttentionScratch::new(shape, threads);
+            attention(
+                Isa::detect(),
+                shape,
+                &qkv,
+                &[1.0, 0.7, 1.3],
+                &mut context,
+                None,
+                &pool,
+                &mut scratch,
+            );
+            context
+        };
+        let one = run(1);
+        for threads in [2, 3, 5] {
+            assert!(one
+                .iter()
+                .zip(&run(threads))
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+    }
+}

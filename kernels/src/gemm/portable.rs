@@ -1,0 +1,84 @@
+//! The portable micro-kernel: plain Rust that the compiler vectorises for whatever the
+//! target's baseline is (SSE2 on x86-64). It backs `Isa::Scalar`.
+
+use super::{GemmKernel, TileEpilogue};
+
+pub(crate) struct Portable;
+
+const MR: usize = 4;
+const NR: usize = 8;
+
+impl GemmKernel for Portable {
+    /// 4×8: 32 accumulators, eight SSE registers, leaving room for the operands.
+    const MR: usize = MR;
+    const NR: usize = NR;
+    /// A 256×8 B panel is 8 KiB, a quarter of L1d.
+    const KC: usize = 256;
+    /// A 128×256 A block is 128 KiB, a quarter of L2.
+    const MC: usize = 128;
+    const NC: usize = 4096;
+
+    unsafe fn kernel(
+        depth: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        epilogue: Option<&TileEpilogue>,
+    ) {
+        // SAFETY: the caller guarantees MR·depth values at `a` and NR·depth at `b`.
+        let (a, b) = unsafe {
+            (
+                std::slice::from_raw_parts(a, MR * depth),
+                std::slice::from_raw_parts(b, NR * depth),
+            )
+        };
+        let mut acc = [[0.0f32; NR]; MR];
+        for (p, b_step) in b.chunks_exact(NR).enumerate() {
+            for (r, acc_row) in acc.iter_mut().enumerate() {
+                let a_value = a[r * depth + p];
+                for (acc_value, &b_value) in acc_row.iter_mut().zip(b_step) {
+                    *acc_value += a_value * b_value;
+                }
+            }
+        }
+        // SAFETY: the caller's guarantees on `c` and the epilogue are store_tile's.
+        unsafe { store_tile(acc.as_flattened(), NR, c, ldc, accumulate, epilogue) };
+    }
+}
+
+/// Stores a finished tile (`tile`, row-major, `nr` columns) at `c` one value at a time:
+/// adds C's partial sums when `accumulate`, then applies the epilogue with the reference
+/// activations.
+///
+/// # Safety
+/// As `GemmKernel::kernel` for `c` and the epilogue, with `tile.len() / nr` rows.
+pub(super) unsafe fn store_tile(
+    tile: &[f32],
+    nr: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    epilogue: Option<&TileEpilogue>,
+) {
+    for (r, row) in tile.chunks_exact(nr).enumerate() {
+        for (j, &sum) in row.iter().enumerate() {
+            let at = r * ldc + j;
+            // SAFETY: (r, j) lies in the tile the caller vouches for.
+            unsafe {
+                let mut v = if accumulate { *c.add(at) + sum } else { sum };
+                if let Some(e) = epilogue {
+                    if let Some(bias) = e.bias {
+                        v += *bias.add(j);
+                    }
+                    v = e.activation.apply(v);
+                    if let Some(residual) = e.residual {
+                        v += *residual.add(at);
+                    }
+                }
+                *c.add(at) = v;
+            }
+        }
+    }
+}
