@@ -5,6 +5,8 @@ use crate::error::{Error, Result};
 use crate::executor::{Plan, Slot};
 use crate::graph::{Constant, Graph, Op};
 
+pub mod cpu;
+mod host;
 pub mod scalar;
 
 /// What every backend implements. The executor calls, per model, `load_constants` once;
@@ -90,13 +92,22 @@ impl Precision {
     }
 }
 
-/// Creates a backend of `kind`.
-pub fn create(kind: BackendKind, _options: &BackendOptions) -> Result<Box<dyn Backend>> {
+/// Creates a backend of `kind`. The CPU backend's thread count comes from `options`, else
+/// the `VITMSN_THREADS` environment variable, else the number of cores.
+pub fn create(kind: BackendKind, options: &BackendOptions) -> Result<Box<dyn Backend>> {
     match kind {
         BackendKind::Scalar => Ok(Box::new(scalar::ScalarBackend::default())),
-        other => Err(Error::Backend(format!(
-            "the {} backend is not built yet",
-            other.name()
-        ))),
+        BackendKind::Cpu => Ok(Box::new(cpu::CpuBackend::new(cpu_threads(options)?))),
+        other => Err(Error::Backend(format!("the {} backend is not built yet", other.name()))),
+    }
+}
+
+fn cpu_threads(options: &BackendOptions) -> Result<usize> {
+    if let Some(threads) = options.threads {
+        return Ok(threads);
+    }
+    match std::env::var("VITMSN_THREADS") {
+        Ok(v) => v.parse::<usize>().ok().filter(|&t| t > 0).ok_or_else(|| Error::Usage(format!("VITMSN_THREADS={v}: expected a positive integer"))),
+        Err(_) => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
     }
 }

@@ -1,0 +1,136 @@
+//! The SIMD backend: the kernels of `vitmsn_kernels` for the best instruction set of this
+//! CPU (AVX2/FMA, NEON, or the portable fallback), threaded over one persistent pool.
+//! Linear weights are packed for the GEMM micro-kernel at load and the originals dropped.
+
+use super::host::HostSlots;
+use super::Backend;
+use crate::error::Result;
+use crate::executor::{Plan, Slot};
+use crate::graph::{ConstRole, Constant, Graph, Op};
+use vitmsn_kernels::attention::{self, AttentionScratch};
+use vitmsn_kernels::gemm::{gemm_packed, PackedWeights};
+use vitmsn_kernels::threads::ThreadPool;
+use vitmsn_kernels::{norm, scalar, Epilogue, Isa};
+
+/// A constant as the kernels read it.
+enum CpuConstant {
+    Packed(PackedWeights),
+    Values(Vec<f32>),
+}
+
+pub struct CpuBackend {
+    isa: Isa,
+    pool: ThreadPool,
+    constants: Vec<CpuConstant>,
+    slots: HostSlots,
+    /// im2col rows of the patch embedding.
+    patches: Vec<f32>,
+    attention: AttentionScratch,
+}
+
+impl CpuBackend {
+    pub fn new(threads: usize) -> Self {
+        Self {
+            isa: Isa::detect(),
+            pool: ThreadPool::new(threads),
+            constants: Vec::new(),
+            slots: HostSlots::default(),
+            patches: Vec::new(),
+            attention: AttentionScratch::default(),
+        }
+    }
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    fn load_constants(&mut self, constants: Vec<Constant>) -> Result<()> {
+        // Each original (often a view of the checkpoint file) is dropped as soon as its
+        // copy exists, so the weights are never resident twice.
+        self.constants = constants
+            .into_iter()
+            .map(|c| match c.role {
+                ConstRole::LinearWeight { n, k } => CpuConstant::Packed(PackedWeights::new(self.isa, n, k, &c.data)),
+                ConstRole::Vector => CpuConstant::Values(c.data.to_vec()),
+            })
+            .collect();
+        Ok(())
+    }
+
+    fn prepare(&mut self, graph: &Graph, plan: &Plan) -> Result<()> {
+        self.slots.prepare(plan);
+        for node in &graph.nodes {
+            match node.op {
+                Op::PatchEmbed { batch, channels, height, width, patch, .. } => {
+                    self.patches.resize(batch * (height / patch) * (width / patch) * channels * patch * patch, 0.0);
+                }
+                Op::Attention { shape, .. } => self.attention = AttentionScratch::new(shape, self.pool.threads()),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, slot: Slot, data: &[f32]) -> Result<()> {
+        self.slots.write(slot, data);
+        Ok(())
+    }
+
+    fn run(&mut self, op: &Op, inputs: &[Slot], outputs: &[Slot]) -> Result<()> {
+        let (isa, pool) = (self.isa, &self.pool);
+        let constants = &self.constants;
+        let values = |id: usize| -> &[f32] {
+            match &constants[id] {
+                CpuConstant::Values(v) => v,
+                CpuConstant::Packed(_) => unreachable!("constant {id} is a packed weight"),
+            }
+        };
+        let packed = |id: usize| match &constants[id] {
+            CpuConstant::Packed(w) => w,
+            CpuConstant::Values(_) => unreachable!("constant {id} is not a linear weight"),
+        };
+        let (patches, attention_scratch) = (&mut self.patches, &mut self.attention);
+        self.slots.run_op(inputs, outputs, |input, out| match *op {
+            Op::PatchEmbed { batch, channels, height, width, patch, weight, bias, .. } => {
+                let rows = batch * (height / patch) * (width / patch);
+                scalar::im2col(batch, channels, height, width, patch, input.get(0), patches);
+                let epilogue = Epilogue { bias: Some(values(bias)), ..Epilogue::NONE };
+                gemm_packed(rows, patches, packed(weight), &mut out[0], &epilogue, pool);
+            }
+            Op::MaskBlend { rows, dim, mask_token } => {
+                scalar::mask_blend(dim, &input.get(0)[..rows * dim], input.get(1), values(mask_token), &mut out[0]);
+            }
+            Op::ClsPosition { batch, patches, dim, cls } => {
+                scalar::cls_and_position(batch, patches, dim, input.get(0), values(cls), input.get(1), &mut out[0]);
+            }
+            Op::LayerNorm { rows, dim, gamma, beta, eps } => {
+                let x = &input.get(0)[..rows * dim];
+                norm::layer_norm(isa, dim, x, values(gamma), values(beta), eps, &mut out[0], pool);
+            }
+            Op::Linear { m, weight, bias, activation, residual, .. } => {
+                let epilogue = Epilogue { bias: bias.map(values), activation, residual: residual.then(|| input.get(1)) };
+                gemm_packed(m, input.get(0), packed(weight), &mut out[0], &epilogue, pool);
+            }
+            Op::Attention { shape, layer, .. } => {
+                let head_scale = &input.get(1)[layer * shape.heads..][..shape.heads];
+                let (context, probs) = out.split_first_mut().expect("attention has a context output");
+                let probs = probs.first_mut().map(|p| p.as_mut_slice());
+                attention::attention(isa, shape, input.get(0), head_scale, context, probs, pool, attention_scratch);
+            }
+            Op::SelectCls { batch, tokens, dim } => {
+                scalar::select_cls(batch, tokens, dim, input.get(0), &mut out[0]);
+            }
+        });
+        Ok(())
+    }
+
+    fn read(&mut self, requests: &[(Slot, usize)]) -> Result<Vec<Vec<f32>>> {
+        Ok(self.slots.read(requests))
+    }
+}

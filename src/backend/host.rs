@@ -1,0 +1,54 @@
+//! Slot buffers in host memory, shared by the CPU-side backends.
+
+use crate::executor::{Plan, Slot};
+
+/// One `Vec<f32>` per plan slot.
+#[derive(Default)]
+pub struct HostSlots {
+    slots: Vec<Vec<f32>>,
+}
+
+/// The input slots of one op, read while its outputs are taken out.
+pub struct OpInputs<'a> {
+    slots: &'a [Vec<f32>],
+    inputs: &'a [Slot],
+}
+
+impl OpInputs<'_> {
+    /// The buffer of the op's `i`-th input (may be longer than the value).
+    pub fn get(&self, i: usize) -> &[f32] {
+        &self.slots[self.inputs[i]]
+    }
+}
+
+impl HostSlots {
+    /// Sizes the slots for `plan`, keeping allocations that are already large enough.
+    pub fn prepare(&mut self, plan: &Plan) {
+        self.slots.resize_with(plan.slot_sizes.len(), Vec::new);
+        for (slot, &size) in self.slots.iter_mut().zip(&plan.slot_sizes) {
+            slot.resize(size, 0.0);
+        }
+    }
+
+    pub fn write(&mut self, slot: Slot, data: &[f32]) {
+        self.slots[slot][..data.len()].copy_from_slice(data);
+    }
+
+    pub fn read(&self, requests: &[(Slot, usize)]) -> Vec<Vec<f32>> {
+        requests.iter().map(|&(slot, len)| self.slots[slot][..len].to_vec()).collect()
+    }
+
+    /// Runs `op` with the output buffers taken out of their slots (at most two), so the
+    /// inputs can be borrowed at the same time; the plan guarantees none is an input.
+    pub fn run_op<R>(&mut self, inputs: &[Slot], outputs: &[Slot], op: impl FnOnce(&OpInputs, &mut [Vec<f32>]) -> R) -> R {
+        let mut taken = [Vec::new(), Vec::new()];
+        for (buffer, &slot) in taken.iter_mut().zip(outputs) {
+            *buffer = std::mem::take(&mut self.slots[slot]);
+        }
+        let result = op(&OpInputs { slots: &self.slots, inputs }, &mut taken[..outputs.len()]);
+        for (buffer, &slot) in taken.into_iter().zip(outputs) {
+            self.slots[slot] = buffer;
+        }
+        result
+    }
+}
