@@ -56,7 +56,9 @@ impl Backend for CpuBackend {
         self.constants = constants
             .into_iter()
             .map(|c| match c.role {
-                ConstRole::LinearWeight { n, k } => CpuConstant::Packed(PackedWeights::new(self.isa, n, k, &c.data)),
+                ConstRole::LinearWeight { n, k } => {
+                    CpuConstant::Packed(PackedWeights::new(self.isa, n, k, &c.data))
+                }
                 ConstRole::Vector => CpuConstant::Values(c.data.to_vec()),
             })
             .collect();
@@ -67,10 +69,22 @@ impl Backend for CpuBackend {
         self.slots.prepare(plan);
         for node in &graph.nodes {
             match node.op {
-                Op::PatchEmbed { batch, channels, height, width, patch, .. } => {
-                    self.patches.resize(batch * (height / patch) * (width / patch) * channels * patch * patch, 0.0);
+                Op::PatchEmbed {
+                    batch,
+                    channels,
+                    height,
+                    width,
+                    patch,
+                    ..
+                } => {
+                    self.patches.resize(
+                        batch * (height / patch) * (width / patch) * channels * patch * patch,
+                        0.0,
+                    );
                 }
-                Op::Attention { shape, .. } => self.attention = AttentionScratch::new(shape, self.pool.threads()),
+                Op::Attention { shape, .. } => {
+                    self.attention = AttentionScratch::new(shape, self.pool.threads())
+                }
                 _ => {}
             }
         }
@@ -97,31 +111,110 @@ impl Backend for CpuBackend {
         };
         let (patches, attention_scratch) = (&mut self.patches, &mut self.attention);
         self.slots.run_op(inputs, outputs, |input, out| match *op {
-            Op::PatchEmbed { batch, channels, height, width, patch, weight, bias, .. } => {
+            Op::PatchEmbed {
+                batch,
+                channels,
+                height,
+                width,
+                patch,
+                weight,
+                bias,
+                ..
+            } => {
                 let rows = batch * (height / patch) * (width / patch);
                 scalar::im2col(batch, channels, height, width, patch, input.get(0), patches);
-                let epilogue = Epilogue { bias: Some(values(bias)), ..Epilogue::NONE };
+                let epilogue = Epilogue {
+                    bias: Some(values(bias)),
+                    ..Epilogue::NONE
+                };
                 gemm_packed(rows, patches, packed(weight), &mut out[0], &epilogue, pool);
             }
-            Op::MaskBlend { rows, dim, mask_token } => {
-                scalar::mask_blend(dim, &input.get(0)[..rows * dim], input.get(1), values(mask_token), &mut out[0]);
+            Op::MaskBlend {
+                rows,
+                dim,
+                mask_token,
+            } => {
+                scalar::mask_blend(
+                    dim,
+                    &input.get(0)[..rows * dim],
+                    input.get(1),
+                    values(mask_token),
+                    &mut out[0],
+                );
             }
-            Op::ClsPosition { batch, patches, dim, cls } => {
-                scalar::cls_and_position(batch, patches, dim, input.get(0), values(cls), input.get(1), &mut out[0]);
+            Op::ClsPosition {
+                batch,
+                patches,
+                dim,
+                cls,
+            } => {
+                scalar::cls_and_position(
+                    batch,
+                    patches,
+                    dim,
+                    input.get(0),
+                    values(cls),
+                    input.get(1),
+                    &mut out[0],
+                );
             }
-            Op::LayerNorm { rows, dim, gamma, beta, eps } => {
+            Op::LayerNorm {
+                rows,
+                dim,
+                gamma,
+                beta,
+                eps,
+            } => {
                 let x = &input.get(0)[..rows * dim];
-                norm::layer_norm(isa, dim, x, values(gamma), values(beta), eps, &mut out[0], pool);
+                norm::layer_norm(
+                    isa,
+                    dim,
+                    x,
+                    values(gamma),
+                    values(beta),
+                    eps,
+                    &mut out[0],
+                    pool,
+                );
             }
-            Op::Linear { m, weight, bias, activation, residual, .. } => {
-                let epilogue = Epilogue { bias: bias.map(values), activation, residual: residual.then(|| input.get(1)) };
-                gemm_packed(m, input.get(0), packed(weight), &mut out[0], &epilogue, pool);
+            Op::Linear {
+                m,
+                weight,
+                bias,
+                activation,
+                residual,
+                ..
+            } => {
+                let epilogue = Epilogue {
+                    bias: bias.map(values),
+                    activation,
+                    residual: residual.then(|| input.get(1)),
+                };
+                gemm_packed(
+                    m,
+                    input.get(0),
+                    packed(weight),
+                    &mut out[0],
+                    &epilogue,
+                    pool,
+                );
             }
             Op::Attention { shape, layer, .. } => {
                 let head_scale = &input.get(1)[layer * shape.heads..][..shape.heads];
-                let (context, probs) = out.split_first_mut().expect("attention has a context output");
+                let (context, probs) = out
+                    .split_first_mut()
+                    .expect("attention has a context output");
                 let probs = probs.first_mut().map(|p| p.as_mut_slice());
-                attention::attention(isa, shape, input.get(0), head_scale, context, probs, pool, attention_scratch);
+                attention::attention(
+                    isa,
+                    shape,
+                    input.get(0),
+                    head_scale,
+                    context,
+                    probs,
+                    pool,
+                    attention_scratch,
+                );
             }
             Op::SelectCls { batch, tokens, dim } => {
                 scalar::select_cls(batch, tokens, dim, input.get(0), &mut out[0]);

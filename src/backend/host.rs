@@ -35,17 +35,31 @@ impl HostSlots {
     }
 
     pub fn read(&self, requests: &[(Slot, usize)]) -> Vec<Vec<f32>> {
-        requests.iter().map(|&(slot, len)| self.slots[slot][..len].to_vec()).collect()
+        requests
+            .iter()
+            .map(|&(slot, len)| self.slots[slot][..len].to_vec())
+            .collect()
     }
 
     /// Runs `op` with the output buffers taken out of their slots (at most two), so the
     /// inputs can be borrowed at the same time; the plan guarantees none is an input.
-    pub fn run_op<R>(&mut self, inputs: &[Slot], outputs: &[Slot], op: impl FnOnce(&OpInputs, &mut [Vec<f32>]) -> R) -> R {
+    pub fn run_op<R>(
+        &mut self,
+        inputs: &[Slot],
+        outputs: &[Slot],
+        op: impl FnOnce(&OpInputs, &mut [Vec<f32>]) -> R,
+    ) -> R {
         let mut taken = [Vec::new(), Vec::new()];
         for (buffer, &slot) in taken.iter_mut().zip(outputs) {
             *buffer = std::mem::take(&mut self.slots[slot]);
         }
-        let result = op(&OpInputs { slots: &self.slots, inputs }, &mut taken[..outputs.len()]);
+        let result = op(
+            &OpInputs {
+                slots: &self.slots,
+                inputs,
+            },
+            &mut taken[..outputs.len()],
+        );
         for (buffer, &slot) in taken.into_iter().zip(outputs) {
             self.slots[slot] = buffer;
         }

@@ -98,7 +98,10 @@ pub fn create(kind: BackendKind, options: &BackendOptions) -> Result<Box<dyn Bac
     match kind {
         BackendKind::Scalar => Ok(Box::new(scalar::ScalarBackend::default())),
         BackendKind::Cpu => Ok(Box::new(cpu::CpuBackend::new(cpu_threads(options)?))),
-        other => Err(Error::Backend(format!("the {} backend is not built yet", other.name()))),
+        other => Err(Error::Backend(format!(
+            "the {} backend is not built yet",
+            other.name()
+        ))),
     }
 }
 
@@ -107,7 +110,9 @@ fn cpu_threads(options: &BackendOptions) -> Result<usize> {
         return Ok(threads);
     }
     match std::env::var("VITMSN_THREADS") {
-        Ok(v) => v.parse::<usize>().ok().filter(|&t| t > 0).ok_or_else(|| Error::Usage(format!("VITMSN_THREADS={v}: expected a positive integer"))),
+        Ok(v) => v.parse::<usize>().ok().filter(|&t| t > 0).ok_or_else(|| {
+            Error::Usage(format!("VITMSN_THREADS={v}: expected a positive integer"))
+        }),
         Err(_) => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
     }
 }

@@ -42,29 +42,110 @@ impl Backend for ScalarBackend {
         let constant = |id: usize| -> &[f32] { &constants[id].data };
         let patches = &mut self.patches;
         self.slots.run_op(inputs, outputs, |input, out| match *op {
-            Op::PatchEmbed { batch, channels, height, width, patch, dim, weight, bias } => {
-                let (rows, k) = (batch * (height / patch) * (width / patch), channels * patch * patch);
+            Op::PatchEmbed {
+                batch,
+                channels,
+                height,
+                width,
+                patch,
+                dim,
+                weight,
+                bias,
+            } => {
+                let (rows, k) = (
+                    batch * (height / patch) * (width / patch),
+                    channels * patch * patch,
+                );
                 patches.resize(rows * k, 0.0);
                 scalar::im2col(batch, channels, height, width, patch, input.get(0), patches);
-                let epilogue = Epilogue { bias: Some(constant(bias)), ..Epilogue::NONE };
-                scalar::gemm(rows, dim, k, patches, constant(weight), &mut out[0], &epilogue);
+                let epilogue = Epilogue {
+                    bias: Some(constant(bias)),
+                    ..Epilogue::NONE
+                };
+                scalar::gemm(
+                    rows,
+                    dim,
+                    k,
+                    patches,
+                    constant(weight),
+                    &mut out[0],
+                    &epilogue,
+                );
             }
-            Op::MaskBlend { rows, dim, mask_token } => {
-                scalar::mask_blend(dim, &input.get(0)[..rows * dim], input.get(1), constant(mask_token), &mut out[0]);
+            Op::MaskBlend {
+                rows,
+                dim,
+                mask_token,
+            } => {
+                scalar::mask_blend(
+                    dim,
+                    &input.get(0)[..rows * dim],
+                    input.get(1),
+                    constant(mask_token),
+                    &mut out[0],
+                );
             }
-            Op::ClsPosition { batch, patches, dim, cls } => {
-                scalar::cls_and_position(batch, patches, dim, input.get(0), constant(cls), input.get(1), &mut out[0]);
+            Op::ClsPosition {
+                batch,
+                patches,
+                dim,
+                cls,
+            } => {
+                scalar::cls_and_position(
+                    batch,
+                    patches,
+                    dim,
+                    input.get(0),
+                    constant(cls),
+                    input.get(1),
+                    &mut out[0],
+                );
             }
-            Op::LayerNorm { rows, dim, gamma, beta, eps } => {
-                scalar::layer_norm(dim, &input.get(0)[..rows * dim], constant(gamma), constant(beta), eps, &mut out[0]);
+            Op::LayerNorm {
+                rows,
+                dim,
+                gamma,
+                beta,
+                eps,
+            } => {
+                scalar::layer_norm(
+                    dim,
+                    &input.get(0)[..rows * dim],
+                    constant(gamma),
+                    constant(beta),
+                    eps,
+                    &mut out[0],
+                );
             }
-            Op::Linear { m, n, k, weight, bias, activation, residual } => {
-                let epilogue = Epilogue { bias: bias.map(constant), activation, residual: residual.then(|| input.get(1)) };
-                scalar::gemm(m, n, k, input.get(0), constant(weight), &mut out[0], &epilogue);
+            Op::Linear {
+                m,
+                n,
+                k,
+                weight,
+                bias,
+                activation,
+                residual,
+            } => {
+                let epilogue = Epilogue {
+                    bias: bias.map(constant),
+                    activation,
+                    residual: residual.then(|| input.get(1)),
+                };
+                scalar::gemm(
+                    m,
+                    n,
+                    k,
+                    input.get(0),
+                    constant(weight),
+                    &mut out[0],
+                    &epilogue,
+                );
             }
             Op::Attention { shape, layer, .. } => {
                 let head_scale = &input.get(1)[layer * shape.heads..][..shape.heads];
-                let (context, probs) = out.split_first_mut().expect("attention has a context output");
+                let (context, probs) = out
+                    .split_first_mut()
+                    .expect("attention has a context output");
                 let probs = probs.first_mut().map(|p| p.as_mut_slice());
                 scalar::attention(shape, input.get(0), head_scale, context, probs);
             }
