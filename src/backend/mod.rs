@@ -5,6 +5,8 @@ use crate::error::{Error, Result};
 use crate::executor::{Plan, Slot};
 use crate::graph::{Constant, Graph, Op};
 
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod scalar;
 
 /// What every backend implements. The executor calls, per model, `load_constants` once;
@@ -42,7 +44,9 @@ impl BackendKind {
             "scalar" => Ok(Self::Scalar),
             "cpu" => Ok(Self::Cpu),
             "gpu" => Ok(Self::Gpu),
-            other => Err(Error::Usage(format!("unknown backend \"{other}\" (expected scalar, cpu or gpu)"))),
+            other => Err(Error::Usage(format!(
+                "unknown backend \"{other}\" (expected scalar, cpu or gpu)"
+            ))),
         }
     }
 
@@ -77,15 +81,26 @@ impl Precision {
         match name {
             "f32" => Ok(Self::F32),
             "f16" => Ok(Self::F16),
-            other => Err(Error::Usage(format!("unknown precision \"{other}\" (expected f32 or f16)"))),
+            other => Err(Error::Usage(format!(
+                "unknown precision \"{other}\" (expected f32 or f16)"
+            ))),
         }
     }
 }
 
 /// Creates a backend of `kind`.
-pub fn create(kind: BackendKind, _options: &BackendOptions) -> Result<Box<dyn Backend>> {
+pub fn create(kind: BackendKind, options: &BackendOptions) -> Result<Box<dyn Backend>> {
     match kind {
         BackendKind::Scalar => Ok(Box::new(scalar::ScalarBackend::default())),
-        other => Err(Error::Backend(format!("the {} backend is not built yet", other.name()))),
+        #[cfg(feature = "gpu")]
+        BackendKind::Gpu => Ok(Box::new(gpu::GpuBackend::new(options)?)),
+        #[cfg(not(feature = "gpu"))]
+        BackendKind::Gpu => Err(Error::Backend(
+            "this build has no gpu backend (built without the \"gpu\" feature)".into(),
+        )),
+        other => Err(Error::Backend(format!(
+            "the {} backend is not built yet",
+            other.name()
+        ))),
     }
 }

@@ -1,0 +1,105 @@
+//! The wgpu device: adapter choice, required features and limits, and the error sink that
+//! turns validation errors and device loss into `Error::Backend` instead of panics.
+
+use crate::backend::Precision;
+use crate::error::{Error, Result};
+use std::sync::{Arc, Mutex};
+
+pub(super) struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub limits: wgpu::Limits,
+    pub adapter_name: String,
+    /// The first error wgpu reported since the last `check`.
+    errors: Arc<Mutex<Option<String>>>,
+}
+
+impl GpuContext {
+    /// Opens the highest-performance adapter (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and the
+    /// other wgpu environment variables apply) with the features `precision` needs.
+    pub fn new(precision: Precision) -> Result<Self> {
+        // Vulkan, Metal and DX12: the GL backend lacks f16 and only adds noisy probing.
+        let descriptor = wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::PRIMARY,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        };
+        let instance = wgpu::Instance::new(descriptor.with_env());
+        let options = wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        };
+        let adapter = pollster::block_on(instance.request_adapter(&options)).map_err(|e| {
+            Error::Backend(format!(
+                "no GPU adapter found ({e}); install a Vulkan, Metal or DX12 driver (Mesa's lavapipe works on CPU-only machines)"
+            ))
+        })?;
+        let info = adapter.get_info();
+        let adapter_name = format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type);
+        let mut required_features = wgpu::Features::empty();
+        if precision == Precision::F16 {
+            if !adapter.features().contains(wgpu::Features::SHADER_F16) {
+                return Err(Error::Backend(format!(
+                    "--precision f16 needs the SHADER_F16 feature, which {adapter_name} lacks; use --precision f32"
+                )));
+            }
+            required_features |= wgpu::Features::SHADER_F16;
+        }
+        // The adapter's own limits: large batches need more than WebGPU's defaults.
+        let descriptor = wgpu::DeviceDescriptor {
+            label: Some("vitmsn"),
+            required_features,
+            required_limits: adapter.limits(),
+            ..Default::default()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&descriptor))
+            .map_err(|e| Error::Backend(format!("{adapter_name}: cannot open the device: {e}")))?;
+        let errors = Arc::new(Mutex::new(None));
+        let sink = Arc::clone(&errors);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| record(&sink, e.to_string())));
+        let sink = Arc::clone(&errors);
+        device.set_device_lost_callback(move |reason, message| {
+            record(&sink, format!("device lost ({reason:?}): {message}"))
+        });
+        let limits = device.limits();
+        Ok(Self {
+            device,
+            queue,
+            limits,
+            adapter_name,
+            errors,
+        })
+    }
+
+    /// Returns the first error wgpu reported since the last check, if any.
+    pub fn check(&self) -> Result<()> {
+        match self.errors.lock().map(|mut e| e.take()) {
+            Ok(None) => Ok(()),
+            Ok(Some(message)) => Err(Error::Backend(format!("{}: {message}", self.adapter_name))),
+            Err(_) => Err(Error::Backend(format!(
+                "{}: the wgpu error handler panicked",
+                self.adapter_name
+            ))),
+        }
+    }
+
+    /// A `(x, y)` grid of at least `groups` workgroups within the per-dimension limit;
+    /// shaders linearise it as `y · x_count + x` and skip the surplus.
+    pub fn grid(&self, groups: usize) -> Result<(u32, u32)> {
+        let max = self.limits.max_compute_workgroups_per_dimension as usize;
+        let x = groups.clamp(1, max);
+        let y = groups.div_ceil(x).max(1);
+        if y > max {
+            return Err(Error::Backend(format!(
+                "{groups} workgroups exceed {max}² on {}; use a smaller batch",
+                self.adapter_name
+            )));
+        }
+        Ok((x as u32, y as u32))
+    }
+}
+
+fn record(sink: &Mutex<Option<String>>, message: String) {
+    if let Ok(mut first) = sink.lock() {
+        first.get_or_insert(message);
+    }
+}
