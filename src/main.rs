@@ -29,9 +29,7 @@ fn run(args: &[String]) -> Result<()> {
             println!("{USAGE}");
             Ok(())
         }
-        Some(other) => Err(Error::Usage(format!(
-            "unknown command \"{other}\"\n{USAGE}"
-        ))),
+        Some(other) => Err(Error::Usage(format!("unknown command \"{other}\"\n{USAGE}"))),
     }
 }
 
@@ -41,29 +39,18 @@ struct Flags {
     switches: Vec<String>,
 }
 
-const SWITCHES: [&str; 3] = [
-    "output-hidden-states",
-    "output-attentions",
-    "interpolate-pos-encoding",
-];
+const SWITCHES: [&str; 3] = ["output-hidden-states", "output-attentions", "interpolate-pos-encoding"];
 
 impl Flags {
     fn parse(args: &[String]) -> Result<Self> {
-        let mut flags = Flags {
-            values: Vec::new(),
-            switches: Vec::new(),
-        };
+        let mut flags = Flags { values: Vec::new(), switches: Vec::new() };
         let mut rest = args.iter();
         while let Some(arg) = rest.next() {
-            let name = arg
-                .strip_prefix("--")
-                .ok_or_else(|| Error::Usage(format!("unexpected argument \"{arg}\"")))?;
+            let name = arg.strip_prefix("--").ok_or_else(|| Error::Usage(format!("unexpected argument \"{arg}\"")))?;
             if SWITCHES.contains(&name) {
                 flags.switches.push(name.to_string());
             } else {
-                let value = rest
-                    .next()
-                    .ok_or_else(|| Error::Usage(format!("--{name} needs a value")))?;
+                let value = rest.next().ok_or_else(|| Error::Usage(format!("--{name} needs a value")))?;
                 flags.values.push((name.to_string(), value.clone()));
             }
         }
@@ -71,16 +58,11 @@ impl Flags {
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.values
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.values.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     fn required(&self, name: &str) -> Result<&str> {
-        self.get(name)
-            .ok_or_else(|| Error::Usage(format!("--{name} is required\n{USAGE}")))
+        self.get(name).ok_or_else(|| Error::Usage(format!("--{name} is required\n{USAGE}")))
     }
 
     fn switch(&self, name: &str) -> bool {
@@ -88,11 +70,7 @@ impl Flags {
     }
 
     fn check_known(&self, known: &[&str]) -> Result<()> {
-        match self
-            .values
-            .iter()
-            .find(|(n, _)| !known.contains(&n.as_str()))
-        {
+        match self.values.iter().find(|(n, _)| !known.contains(&n.as_str())) {
             Some((n, _)) => Err(Error::Usage(format!("unknown option --{n}\n{USAGE}"))),
             None => Ok(()),
         }
@@ -102,11 +80,7 @@ impl Flags {
         let kind = BackendKind::parse(self.get("backend").unwrap_or("scalar"))?;
         let threads = self
             .get("threads")
-            .map(|t| {
-                t.parse::<usize>().ok().filter(|&t| t > 0).ok_or_else(|| {
-                    Error::Usage(format!("--threads {t}: expected a positive integer"))
-                })
-            })
+            .map(|t| t.parse::<usize>().ok().filter(|&t| t > 0).ok_or_else(|| Error::Usage(format!("--threads {t}: expected a positive integer"))))
             .transpose()?;
         let precision = Precision::parse(self.get("precision").unwrap_or("f32"))?;
         Ok((kind, BackendOptions { threads, precision }))
@@ -114,14 +88,7 @@ impl Flags {
 }
 
 fn forward(flags: &Flags) -> Result<()> {
-    flags.check_known(&[
-        "model",
-        "input",
-        "output",
-        "backend",
-        "threads",
-        "precision",
-    ])?;
+    flags.check_known(&["model", "input", "output", "backend", "threads", "precision"])?;
     let model_dir = PathBuf::from(flags.required("model")?);
     let input_path = PathBuf::from(flags.required("input")?);
     let output_path = PathBuf::from(flags.required("output")?);

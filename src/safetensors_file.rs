@@ -30,12 +30,8 @@ impl SafetensorsFile {
         // SAFETY: the mapping is read-only; like every mmap-based loader we rely on the
         // checkpoint not being truncated while the model is alive.
         let map = unsafe { Mmap::map(&file) }.map_err(io_error(path))?;
-        let (header_len, metadata) = SafeTensors::read_metadata(&map).map_err(|e| {
-            Error::Weights(format!(
-                "{}: not a valid safetensors file: {e}",
-                path.display()
-            ))
-        })?;
+        let (header_len, metadata) = SafeTensors::read_metadata(&map)
+            .map_err(|e| Error::Weights(format!("{}: not a valid safetensors file: {e}", path.display())))?;
         let data_start = 8 + header_len;
         let tensors = metadata
             .tensors()
@@ -51,10 +47,7 @@ impl SafetensorsFile {
                 (name, entry)
             })
             .collect();
-        Ok(Self {
-            map: Arc::new(map),
-            tensors,
-        })
+        Ok(Self { map: Arc::new(map), tensors })
     }
 
     pub fn bytes(&self, entry: &TensorEntry) -> &[u8] {
@@ -67,34 +60,17 @@ impl SafetensorsFile {
         let bytes = self.bytes(entry);
         let len = entry.shape.iter().product::<usize>();
         Ok(match entry.dtype {
-            Dtype::F32 if entry.byte_offset % 4 == 0 => F32Data::Mapped {
-                map: self.map.clone(),
-                byte_offset: entry.byte_offset,
-                len,
-            },
-            Dtype::F32 => F32Data::Owned(
-                bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                    .collect(),
-            ),
+            Dtype::F32 if entry.byte_offset % 4 == 0 => {
+                F32Data::Mapped { map: self.map.clone(), byte_offset: entry.byte_offset, len }
+            }
+            Dtype::F32 => F32Data::Owned(bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()),
             Dtype::F16 => F32Data::Owned(
-                bytes
-                    .chunks_exact(2)
-                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                    .collect(),
+                bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             ),
             Dtype::BF16 => F32Data::Owned(
-                bytes
-                    .chunks_exact(2)
-                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                    .collect(),
+                bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             ),
-            other => {
-                return Err(Error::Weights(format!(
-                    "{what} has dtype {other:?}; expected F32, F16 or BF16"
-                )))
-            }
+            other => return Err(Error::Weights(format!("{what} has dtype {other:?}; expected F32, F16 or BF16"))),
         })
     }
 }

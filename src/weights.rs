@@ -28,10 +28,7 @@ impl Weights {
                 dir.display()
             )));
         };
-        let files = paths
-            .iter()
-            .map(|p| SafetensorsFile::open(p))
-            .collect::<Result<Vec<_>>>()?;
+        let files = paths.iter().map(|p| SafetensorsFile::open(p)).collect::<Result<Vec<_>>>()?;
         let mut index = HashMap::new();
         for (i, file) in files.iter().enumerate() {
             for (name, entry) in &file.tensors {
@@ -51,15 +48,10 @@ impl Weights {
 
     /// The tensor `name` as f32, checked to have `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<F32Data> {
-        let (file, entry) = self
-            .index
-            .get(name)
-            .ok_or_else(|| Error::Weights(format!("missing tensor {name}")))?;
+        let (file, entry) =
+            self.index.get(name).ok_or_else(|| Error::Weights(format!("missing tensor {name}")))?;
         if entry.shape != shape {
-            return Err(Error::Weights(format!(
-                "{name} has shape {:?}, expected {shape:?}",
-                entry.shape
-            )));
+            return Err(Error::Weights(format!("{name} has shape {:?}, expected {shape:?}", entry.shape)));
         }
         self.files[*file].f32_data(entry, name)
     }

@@ -62,12 +62,8 @@ impl Activation {
         match self {
             Self::Identity => x,
             Self::Gelu => 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
-            Self::GeluTanh => {
-                0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh())
-            }
-            Self::GeluFast => {
-                0.5 * x * (1.0 + (x * SQRT_2_OVER_PI * (1.0 + 0.044715 * x * x)).tanh())
-            }
+            Self::GeluTanh => 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh()),
+            Self::GeluFast => 0.5 * x * (1.0 + (x * SQRT_2_OVER_PI * (1.0 + 0.044715 * x * x)).tanh()),
             Self::QuickGelu => x * sigmoid(1.702 * x),
             Self::Relu => x.max(0.0),
             Self::Relu6 => x.clamp(0.0, 6.0),
@@ -118,11 +114,7 @@ pub struct Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
-    pub const NONE: Epilogue<'static> = Epilogue {
-        bias: None,
-        activation: Activation::Identity,
-        residual: None,
-    };
+    pub const NONE: Epilogue<'static> = Epilogue { bias: None, activation: Activation::Identity, residual: None };
 }
 
 /// Sizes of one multi-head attention call.
@@ -146,8 +138,7 @@ impl Isa {
     /// The best instruction set this CPU supports.
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             return Isa::Avx2Fma;
         }
         #[cfg(target_arch = "aarch64")]

@@ -6,15 +6,7 @@
 use crate::{Activation, AttentionShape, Epilogue};
 
 /// `c[m×n] = epilogue(a[m×k] · wᵀ)` with `w` stored `[n×k]` (the PyTorch `nn.Linear` layout).
-pub fn gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    w: &[f32],
-    c: &mut [f32],
-    epilogue: &Epilogue,
-) {
+pub fn gemm(m: usize, n: usize, k: usize, a: &[f32], w: &[f32], c: &mut [f32], epilogue: &Epilogue) {
     assert!(a.len() >= m * k && w.len() >= n * k && c.len() >= m * n);
     for i in 0..m {
         let row = &a[i * k..(i + 1) * k];
@@ -75,12 +67,7 @@ pub fn attention(
     context: &mut [f32],
     mut probs: Option<&mut [f32]>,
 ) {
-    let AttentionShape {
-        batch,
-        tokens,
-        heads,
-        head_dim,
-    } = shape;
+    let AttentionShape { batch, tokens, heads, head_dim } = shape;
     let hidden = heads * head_dim;
     let row_stride = 3 * hidden;
     let scale = 1.0 / (head_dim as f32).sqrt();
@@ -103,8 +90,7 @@ pub fn attention(
                     out.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
                 }
                 if let Some(probs) = probs.as_deref_mut() {
-                    probs[((b * heads + h) * tokens + i) * tokens..][..tokens]
-                        .copy_from_slice(&scores);
+                    probs[((b * heads + h) * tokens + i) * tokens..][..tokens].copy_from_slice(&scores);
                 }
             }
         }
@@ -126,15 +112,7 @@ pub fn softmax(x: &mut [f32]) {
 /// `[batch·(height/p)·(width/p), channels·p·p]`, in the `(channel, y, x)` order of a
 /// `Conv2d` weight, so that a stride-`p` convolution becomes one GEMM. Rows and columns
 /// beyond the last whole patch are dropped, as the convolution drops them.
-pub fn im2col(
-    batch: usize,
-    channels: usize,
-    height: usize,
-    width: usize,
-    p: usize,
-    pixels: &[f32],
-    out: &mut [f32],
-) {
+pub fn im2col(batch: usize, channels: usize, height: usize, width: usize, p: usize, pixels: &[f32], out: &mut [f32]) {
     let (gh, gw) = (height / p, width / p);
     let row_len = channels * p * p;
     for b in 0..batch {
@@ -154,18 +132,8 @@ pub fn im2col(
 
 /// Replaces the patch embeddings whose mask is non-zero by `mask_token`
 /// (`embeddings · (1 − mask) + mask_token · mask`, as transformers blends them).
-pub fn mask_blend(
-    dim: usize,
-    embeddings: &[f32],
-    mask: &[f32],
-    mask_token: &[f32],
-    out: &mut [f32],
-) {
-    for ((row, out_row), &m) in embeddings
-        .chunks_exact(dim)
-        .zip(out.chunks_exact_mut(dim))
-        .zip(mask)
-    {
+pub fn mask_blend(dim: usize, embeddings: &[f32], mask: &[f32], mask_token: &[f32], out: &mut [f32]) {
+    for ((row, out_row), &m) in embeddings.chunks_exact(dim).zip(out.chunks_exact_mut(dim)).zip(mask) {
         for j in 0..dim {
             out_row[j] = row[j] * (1.0 - m) + mask_token[j] * m;
         }
@@ -174,15 +142,7 @@ pub fn mask_blend(
 
 /// Prepends the CLS token to each image's patch embeddings and adds the position
 /// embeddings: `[batch, patches, dim]` → `[batch, patches + 1, dim]`.
-pub fn cls_and_position(
-    batch: usize,
-    patches: usize,
-    dim: usize,
-    embeddings: &[f32],
-    cls: &[f32],
-    position: &[f32],
-    out: &mut [f32],
-) {
+pub fn cls_and_position(batch: usize, patches: usize, dim: usize, embeddings: &[f32], cls: &[f32], position: &[f32], out: &mut [f32]) {
     let tokens = patches + 1;
     for b in 0..batch {
         let out_img = &mut out[b * tokens * dim..][..tokens * dim];

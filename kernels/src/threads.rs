@@ -47,12 +47,7 @@ impl ThreadPool {
     /// A pool in which `threads` threads (the caller and `threads - 1` workers) run tasks.
     pub fn new(threads: usize) -> Self {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                generation: 0,
-                job: None,
-                active: 0,
-                shutdown: false,
-            }),
+            state: Mutex::new(State { generation: 0, job: None, active: 0, shutdown: false }),
             wake: Condvar::new(),
             next_task: AtomicUsize::new(0),
             finished_tasks: AtomicUsize::new(0),
@@ -67,11 +62,7 @@ impl ThreadPool {
                     .expect("spawning a worker thread")
             })
             .collect();
-        Self {
-            shared,
-            workers,
-            busy: Mutex::new(()),
-        }
+        Self { shared, workers, busy: Mutex::new(()) }
     }
 
     /// Threads that run tasks, the caller included.
