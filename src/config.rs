@@ -112,10 +112,14 @@ impl ViTMSNConfig {
         let (ph, pw) = self.patch_size.hw();
         let (ih, iw) = self.image_size.hw();
         if ph == 0 || pw == 0 || ih < ph || iw < pw {
-            return Err(Error::Config(format!("image_size {ih}x{iw} holds no {ph}x{pw} patch")));
+            return Err(Error::Config(format!(
+                "image_size {ih}x{iw} holds no {ph}x{pw} patch"
+            )));
         }
         if ph != pw {
-            return Err(Error::Config(format!("non-square patch_size {ph}x{pw} is not supported")));
+            return Err(Error::Config(format!(
+                "non-square patch_size {ph}x{pw} is not supported"
+            )));
         }
         Ok(())
     }
@@ -129,7 +133,9 @@ impl ViTMSNConfig {
     /// Number of classifier outputs: `num_labels`, else the size of `id2label`, else
     /// transformers' default of 2.
     pub fn num_labels(&self) -> usize {
-        self.num_labels.or_else(|| self.id2label.as_ref().map(|m| m.len())).unwrap_or(2)
+        self.num_labels
+            .or_else(|| self.id2label.as_ref().map(|m| m.len()))
+            .unwrap_or(2)
     }
 
     pub fn head_dim(&self) -> usize {
@@ -148,7 +154,10 @@ impl ViTMSNConfig {
 
     /// Whether `architectures` names the classification head.
     pub fn is_classifier(&self) -> bool {
-        self.architectures.iter().flatten().any(|a| a.ends_with("ForImageClassification"))
+        self.architectures
+            .iter()
+            .flatten()
+            .any(|a| a.ends_with("ForImageClassification"))
     }
 }
 
@@ -159,7 +168,10 @@ mod tests {
     #[test]
     fn defaults_are_transformers_defaults() {
         let c = ViTMSNConfig::from_json("{}").unwrap();
-        assert_eq!((c.hidden_size, c.num_hidden_layers, c.num_attention_heads), (768, 12, 12));
+        assert_eq!(
+            (c.hidden_size, c.num_hidden_layers, c.num_attention_heads),
+            (768, 12, 12)
+        );
         assert_eq!((c.intermediate_size, c.num_channels), (3072, 3));
         assert_eq!(c.image_size.hw(), (224, 224));
         assert_eq!(c.grid(), (14, 14));
@@ -171,7 +183,10 @@ mod tests {
 
     #[test]
     fn labels_come_from_id2label() {
-        let c = ViTMSNConfig::from_json(r#"{"id2label": {"0": "a", "1": "b", "2": "c"}, "hidden_dropout_prob": 0.1}"#).unwrap();
+        let c = ViTMSNConfig::from_json(
+            r#"{"id2label": {"0": "a", "1": "b", "2": "c"}, "hidden_dropout_prob": 0.1}"#,
+        )
+        .unwrap();
         assert_eq!(c.num_labels(), 3);
     }
 
@@ -183,7 +198,8 @@ mod tests {
 
     #[test]
     fn heads_must_divide_hidden() {
-        let err = ViTMSNConfig::from_json(r#"{"hidden_size": 10, "num_attention_heads": 3}"#).unwrap_err();
+        let err = ViTMSNConfig::from_json(r#"{"hidden_size": 10, "num_attention_heads": 3}"#)
+            .unwrap_err();
         assert!(err.to_string().contains("not a multiple"), "{err}");
     }
 }

@@ -5,7 +5,10 @@ use std::fmt;
 #[derive(Debug)]
 pub enum Error {
     /// A file could not be read or written.
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     /// `config.json` is missing a field, has a wrong type, or names something unsupported.
     Config(String),
     /// A checkpoint tensor is missing, has the wrong shape or an unsupported dtype.
@@ -44,5 +47,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Wraps an I/O error with the path it concerns.
 pub(crate) fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.display().to_string(), source }
+    move |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }

@@ -23,7 +23,10 @@ impl Plan {
     pub fn new(graph: &Graph) -> Self {
         let values = graph.value_sizes.len();
         let pinned: Vec<bool> = (0..values)
-            .map(|v| graph.inputs.iter().any(|(_, i)| *i == v) || graph.outputs.iter().any(|(_, o, _)| *o == v))
+            .map(|v| {
+                graph.inputs.iter().any(|(_, i)| *i == v)
+                    || graph.outputs.iter().any(|(_, o, _)| *o == v)
+            })
             .collect();
         let mut last_use = vec![None; values];
         for (step, node) in graph.nodes.iter().enumerate() {
@@ -35,8 +38,13 @@ impl Plan {
         let mut slot_sizes = Vec::new();
         let mut free: Vec<Slot> = Vec::new();
         let take = |size: usize, free: &mut Vec<Slot>, slot_sizes: &mut Vec<usize>| -> Slot {
-            let fitting = free.iter().enumerate().filter(|(_, &s)| slot_sizes[s] >= size).min_by_key(|(_, &s)| slot_sizes[s]);
-            let chosen = fitting.or_else(|| free.iter().enumerate().max_by_key(|(_, &s)| slot_sizes[s]));
+            let fitting = free
+                .iter()
+                .enumerate()
+                .filter(|(_, &s)| slot_sizes[s] >= size)
+                .min_by_key(|(_, &s)| slot_sizes[s]);
+            let chosen =
+                fitting.or_else(|| free.iter().enumerate().max_by_key(|(_, &s)| slot_sizes[s]));
             match chosen.map(|(i, _)| i) {
                 Some(i) => {
                     let slot = free.swap_remove(i);
@@ -58,14 +66,21 @@ impl Plan {
             }
             // Inputs are released only after the outputs are placed, so no op writes a
             // slot it reads.
-            let released = node.inputs.iter().chain(&node.outputs).filter(|&&v| !pinned[v] && last_use[v].is_none_or(|s| s <= step));
+            let released = node
+                .inputs
+                .iter()
+                .chain(&node.outputs)
+                .filter(|&&v| !pinned[v] && last_use[v].is_none_or(|s| s <= step));
             for &v in released {
                 if !free.contains(&slot_of[v]) {
                     free.push(slot_of[v]);
                 }
             }
         }
-        Self { slot_of, slot_sizes }
+        Self {
+            slot_of,
+            slot_sizes,
+        }
     }
 
     /// Total f32 elements across slots.
@@ -97,19 +112,22 @@ pub struct Executor {
 
 impl Executor {
     pub fn new(backend: Box<dyn Backend>) -> Self {
-        Self { backend, prepared_for: None }
+        Self {
+            backend,
+            prepared_for: None,
+        }
     }
 
     pub fn backend(&self) -> &dyn Backend {
         &*self.backend
     }
 
-    pub fn backend_mut(&mut self) -> &mut dyn Backend {
-        &mut *self.backend
-    }
-
     /// Writes `inputs` (by name), runs every node, and returns each graph output by name.
-    pub fn run(&mut self, compiled: &CompiledGraph, inputs: &[(&str, &[f32])]) -> Result<HashMap<String, Vec<f32>>> {
+    pub fn run(
+        &mut self,
+        compiled: &CompiledGraph,
+        inputs: &[(&str, &[f32])],
+    ) -> Result<HashMap<String, Vec<f32>>> {
         let CompiledGraph { graph, plan, id } = compiled;
         if self.prepared_for != Some(*id) {
             self.backend.prepare(graph, plan)?;
@@ -133,10 +151,18 @@ impl Executor {
             out_slots.extend(node.outputs.iter().map(|&v| plan.slot_of[v]));
             self.backend.run(&node.op, &in_slots, &out_slots)?;
         }
-        let requests: Vec<(Slot, usize)> =
-            graph.outputs.iter().map(|(_, v, _)| (plan.slot_of[*v], graph.value_sizes[*v])).collect();
+        let requests: Vec<(Slot, usize)> = graph
+            .outputs
+            .iter()
+            .map(|(_, v, _)| (plan.slot_of[*v], graph.value_sizes[*v]))
+            .collect();
         let data = self.backend.read(&requests)?;
-        Ok(graph.outputs.iter().map(|(name, _, _)| name.clone()).zip(data).collect())
+        Ok(graph
+            .outputs
+            .iter()
+            .map(|(name, _, _)| name.clone())
+            .zip(data)
+            .collect())
     }
 }
 
@@ -146,7 +172,15 @@ mod tests {
     use crate::graph::{Op, ValueId};
 
     fn select(g: &mut Graph, x: ValueId, size: usize) -> ValueId {
-        g.op(Op::SelectCls { batch: 1, tokens: 1, dim: size }, &[x], size)
+        g.op(
+            Op::SelectCls {
+                batch: 1,
+                tokens: 1,
+                dim: size,
+            },
+            &[x],
+            size,
+        )
     }
 
     #[test]
@@ -163,7 +197,11 @@ mod tests {
         assert_eq!(plan.slot_sizes.len(), 3);
         assert_ne!(plan.slot_of[a], plan.slot_of[b]);
         assert_eq!(plan.slot_of[a], plan.slot_of[c]);
-        assert!(plan.slot_of.iter().enumerate().all(|(v, &s)| v == x || s != plan.slot_of[x]));
+        assert!(plan
+            .slot_of
+            .iter()
+            .enumerate()
+            .all(|(v, &s)| v == x || s != plan.slot_of[x]));
     }
 
     #[test]
@@ -173,11 +211,22 @@ mod tests {
         let a = select(&mut g, x, 4);
         let b = select(&mut g, a, 4);
         let c = select(&mut g, b, 4);
-        let d = g.op(Op::SelectCls { batch: 1, tokens: 1, dim: 4 }, &[a, c], 4);
+        let d = g.op(
+            Op::SelectCls {
+                batch: 1,
+                tokens: 1,
+                dim: 4,
+            },
+            &[a, c],
+            4,
+        );
         g.output("d".into(), d, vec![4]);
         let plan = Plan::new(&g);
         for v in [b, c, d] {
-            assert_ne!(plan.slot_of[v], plan.slot_of[a], "value {v} overwrote a while a is still needed");
+            assert_ne!(
+                plan.slot_of[v], plan.slot_of[a],
+                "value {v} overwrote a while a is still needed"
+            );
         }
     }
 }

@@ -35,24 +35,64 @@ pub enum ConstRole {
 pub enum Op {
     /// Stride-`patch` convolution as a GEMM over patches. In: pixels `[B, C, H, W]`.
     /// Out: `[B · (H/p) · (W/p), dim]`. `weight` is the conv kernel seen as `[dim, C·p·p]`.
-    PatchEmbed { batch: usize, channels: usize, height: usize, width: usize, patch: usize, dim: usize, weight: ConstId, bias: ConstId },
+    PatchEmbed {
+        batch: usize,
+        channels: usize,
+        height: usize,
+        width: usize,
+        patch: usize,
+        dim: usize,
+        weight: ConstId,
+        bias: ConstId,
+    },
     /// Replaces masked patch embeddings by the mask token. In: embeddings `[rows, dim]`,
     /// mask `[rows]` (0 or 1). Out: `[rows, dim]`.
-    MaskBlend { rows: usize, dim: usize, mask_token: ConstId },
+    MaskBlend {
+        rows: usize,
+        dim: usize,
+        mask_token: ConstId,
+    },
     /// Prepends the CLS token and adds position embeddings. In: embeddings
     /// `[B · patches, dim]`, position table `[patches + 1, dim]`. Out: `[B · (patches + 1), dim]`.
-    ClsPosition { batch: usize, patches: usize, dim: usize, cls: ConstId },
+    ClsPosition {
+        batch: usize,
+        patches: usize,
+        dim: usize,
+        cls: ConstId,
+    },
     /// In: `[rows, dim]`. Out: `[rows, dim]`.
-    LayerNorm { rows: usize, dim: usize, gamma: ConstId, beta: ConstId, eps: f32 },
+    LayerNorm {
+        rows: usize,
+        dim: usize,
+        gamma: ConstId,
+        beta: ConstId,
+        eps: f32,
+    },
     /// `act(x · Wᵀ + bias) + residual`. In: x `[m, k]`, then the residual `[m, n]` if
     /// `residual`. Out: `[m, n]`.
-    Linear { m: usize, n: usize, k: usize, weight: ConstId, bias: Option<ConstId>, activation: Activation, residual: bool },
+    Linear {
+        m: usize,
+        n: usize,
+        k: usize,
+        weight: ConstId,
+        bias: Option<ConstId>,
+        activation: Activation,
+        residual: bool,
+    },
     /// Multi-head self-attention of layer `layer`. In: fused qkv `[B · T, 3 · hidden]`,
     /// head mask `[layers, heads]`. Out: context `[B · T, hidden]`, then the probabilities
     /// `[B, heads, T, T]` if `probs`.
-    Attention { shape: AttentionShape, layer: usize, probs: bool },
+    Attention {
+        shape: AttentionShape,
+        layer: usize,
+        probs: bool,
+    },
     /// Row 0 of each image. In: `[B · tokens, dim]`. Out: `[B, dim]`.
-    SelectCls { batch: usize, tokens: usize, dim: usize },
+    SelectCls {
+        batch: usize,
+        tokens: usize,
+        dim: usize,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -89,7 +129,11 @@ impl Graph {
     /// Appends a node producing one value per entry of `sizes`.
     pub fn op_multi(&mut self, op: Op, inputs: &[ValueId], sizes: &[usize]) -> Vec<ValueId> {
         let outputs: Vec<ValueId> = sizes.iter().map(|&s| self.new_value(s)).collect();
-        self.nodes.push(Node { op, inputs: inputs.to_vec(), outputs: outputs.clone() });
+        self.nodes.push(Node {
+            op,
+            inputs: inputs.to_vec(),
+            outputs: outputs.clone(),
+        });
         outputs
     }
 

@@ -5,7 +5,14 @@
 const A: f32 = -0.75;
 
 /// Resizes a channels-last grid `[in_h, in_w, dim]` to `[out_h, out_w, dim]`.
-pub fn bicubic(src: &[f32], in_h: usize, in_w: usize, dim: usize, out_h: usize, out_w: usize) -> Vec<f32> {
+pub fn bicubic(
+    src: &[f32],
+    in_h: usize,
+    in_w: usize,
+    dim: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Vec<f32> {
     let rows: Vec<_> = (0..out_h).map(|y| taps(y, in_h, out_h)).collect();
     let cols: Vec<_> = (0..out_w).map(|x| taps(x, in_w, out_w)).collect();
     let mut out = vec![0.0f32; out_h * out_w * dim];
@@ -34,7 +41,12 @@ fn taps(i: usize, in_size: usize, out_size: usize) -> ([usize; 4], [f32; 4]) {
     let floor = real.floor();
     let t = real - floor;
     let index = |k: i64| (floor as i64 - 1 + k).clamp(0, in_size as i64 - 1) as usize;
-    let weights = [cubic_far(t + 1.0), cubic_near(t), cubic_near(1.0 - t), cubic_far(2.0 - t)];
+    let weights = [
+        cubic_far(t + 1.0),
+        cubic_near(t),
+        cubic_near(1.0 - t),
+        cubic_far(2.0 - t),
+    ];
     ([index(0), index(1), index(2), index(3)], weights)
 }
 

@@ -15,28 +15,51 @@ pub fn read_inputs(path: &Path) -> Result<ForwardInput> {
     let entry = |name: &str| file.tensors.get(name);
     let float = |name: &str| -> Result<Option<Tensor>> {
         entry(name)
-            .map(|e| Ok(Tensor::new(e.shape.clone(), file.f32_data(e, name).map_err(as_input)?.to_vec())))
+            .map(|e| {
+                Ok(Tensor::new(
+                    e.shape.clone(),
+                    file.f32_data(e, name).map_err(as_input)?.to_vec(),
+                ))
+            })
             .transpose()
     };
     let pixel_values = float("pixel_values")?
         .ok_or_else(|| Error::Input(format!("{} has no pixel_values tensor", path.display())))?;
     let bool_masked_pos = entry("bool_masked_pos")
         .map(|e| match e.dtype {
-            Dtype::BOOL | Dtype::U8 => Ok(file.bytes(e).iter().map(|&b| b != 0).collect()),
-            other => Err(Error::Input(format!("bool_masked_pos has dtype {other:?}; expected BOOL or U8"))),
+            Dtype::BOOL | Dtype::U8 => Ok(file.bytes(e)?.iter().map(|&b| b != 0).collect()),
+            other => Err(Error::Input(format!(
+                "bool_masked_pos has dtype {other:?}; expected BOOL or U8"
+            ))),
         })
         .transpose()?;
     let labels = entry("labels")
         .map(|e| {
-            let bytes = file.bytes(e);
+            let bytes = file.bytes(e)?;
             Ok(match e.dtype {
-                Dtype::I64 => Labels::Classes(bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()),
-                Dtype::I32 => Labels::Classes(bytes.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect()),
+                Dtype::I64 => Labels::Classes(
+                    bytes
+                        .chunks_exact(8)
+                        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                        .collect(),
+                ),
+                Dtype::I32 => Labels::Classes(
+                    bytes
+                        .chunks_exact(4)
+                        .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64)
+                        .collect(),
+                ),
                 _ => Labels::Values(file.f32_data(e, "labels").map_err(as_input)?.to_vec()),
             })
         })
         .transpose()?;
-    Ok(ForwardInput { pixel_values, bool_masked_pos, head_mask: float("head_mask")?, labels, ..Default::default() })
+    Ok(ForwardInput {
+        pixel_values,
+        bool_masked_pos,
+        head_mask: float("head_mask")?,
+        labels,
+        ..Default::default()
+    })
 }
 
 fn as_input(e: Error) -> Error {

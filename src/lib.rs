@@ -11,6 +11,7 @@
 //! ```
 
 pub mod backend;
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod executor;

@@ -3,13 +3,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vitmsn::backend::Precision;
-use vitmsn::{io, BackendKind, BackendOptions, Error, Result, ViTMSN};
+use vitmsn::weights::Weights;
+use vitmsn::{bench, io, BackendKind, BackendOptions, Error, Result, ViTMSN};
 
 const USAGE: &str = "usage:
   vitmsn forward --model DIR --input IN.safetensors --output OUT.safetensors
                  [--backend scalar|cpu|gpu] [--threads T] [--precision f32|f16]
-                 [--output-hidden-states]
-                 [--output-attentions] [--interpolate-pos-encoding]";
+                 [--output-hidden-states] [--output-attentions] [--interpolate-pos-encoding]
+  vitmsn bench (--model DIR | --arch vit-msn-small|vit-msn-base|vit-msn-large|vit-msn-base-4|vit-msn-large-7)
+               [--batch N] [--threads T] [--backend B] [--precision P] [--iters N] [--json]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,11 +27,14 @@ fn main() -> ExitCode {
 fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("forward") => forward(&Flags::parse(&args[1..])?),
+        Some("bench") => bench(&Flags::parse(&args[1..])?),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
         }
-        Some(other) => Err(Error::Usage(format!("unknown command \"{other}\"\n{USAGE}"))),
+        Some(other) => Err(Error::Usage(format!(
+            "unknown command \"{other}\"\n{USAGE}"
+        ))),
     }
 }
 
@@ -39,18 +44,30 @@ struct Flags {
     switches: Vec<String>,
 }
 
-const SWITCHES: [&str; 3] = ["output-hidden-states", "output-attentions", "interpolate-pos-encoding"];
+const SWITCHES: [&str; 4] = [
+    "output-hidden-states",
+    "output-attentions",
+    "interpolate-pos-encoding",
+    "json",
+];
 
 impl Flags {
     fn parse(args: &[String]) -> Result<Self> {
-        let mut flags = Flags { values: Vec::new(), switches: Vec::new() };
+        let mut flags = Flags {
+            values: Vec::new(),
+            switches: Vec::new(),
+        };
         let mut rest = args.iter();
         while let Some(arg) = rest.next() {
-            let name = arg.strip_prefix("--").ok_or_else(|| Error::Usage(format!("unexpected argument \"{arg}\"")))?;
+            let name = arg
+                .strip_prefix("--")
+                .ok_or_else(|| Error::Usage(format!("unexpected argument \"{arg}\"")))?;
             if SWITCHES.contains(&name) {
                 flags.switches.push(name.to_string());
             } else {
-                let value = rest.next().ok_or_else(|| Error::Usage(format!("--{name} needs a value")))?;
+                let value = rest
+                    .next()
+                    .ok_or_else(|| Error::Usage(format!("--{name} needs a value")))?;
                 flags.values.push((name.to_string(), value.clone()));
             }
         }
@@ -58,11 +75,16 @@ impl Flags {
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.values.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.values
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     fn required(&self, name: &str) -> Result<&str> {
-        self.get(name).ok_or_else(|| Error::Usage(format!("--{name} is required\n{USAGE}")))
+        self.get(name)
+            .ok_or_else(|| Error::Usage(format!("--{name} is required\n{USAGE}")))
     }
 
     fn switch(&self, name: &str) -> bool {
@@ -70,9 +92,24 @@ impl Flags {
     }
 
     fn check_known(&self, known: &[&str]) -> Result<()> {
-        match self.values.iter().find(|(n, _)| !known.contains(&n.as_str())) {
+        match self
+            .values
+            .iter()
+            .find(|(n, _)| !known.contains(&n.as_str()))
+        {
             Some((n, _)) => Err(Error::Usage(format!("unknown option --{n}\n{USAGE}"))),
             None => Ok(()),
+        }
+    }
+
+    fn count(&self, name: &str, default: usize) -> Result<usize> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => {
+                v.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    Error::Usage(format!("--{name} {v}: expected a positive integer"))
+                })
+            }
         }
     }
 
@@ -80,7 +117,11 @@ impl Flags {
         let kind = BackendKind::parse(self.get("backend").unwrap_or("scalar"))?;
         let threads = self
             .get("threads")
-            .map(|t| t.parse::<usize>().ok().filter(|&t| t > 0).ok_or_else(|| Error::Usage(format!("--threads {t}: expected a positive integer"))))
+            .map(|t| {
+                t.parse::<usize>().ok().filter(|&t| t > 0).ok_or_else(|| {
+                    Error::Usage(format!("--threads {t}: expected a positive integer"))
+                })
+            })
             .transpose()?;
         let precision = Precision::parse(self.get("precision").unwrap_or("f32"))?;
         Ok((kind, BackendOptions { threads, precision }))
@@ -88,7 +129,14 @@ impl Flags {
 }
 
 fn forward(flags: &Flags) -> Result<()> {
-    flags.check_known(&["model", "input", "output", "backend", "threads", "precision"])?;
+    flags.check_known(&[
+        "model",
+        "input",
+        "output",
+        "backend",
+        "threads",
+        "precision",
+    ])?;
     let model_dir = PathBuf::from(flags.required("model")?);
     let input_path = PathBuf::from(flags.required("input")?);
     let output_path = PathBuf::from(flags.required("output")?);
@@ -100,4 +148,51 @@ fn forward(flags: &Flags) -> Result<()> {
     let mut model = ViTMSN::from_dir(&model_dir, kind, &options)?;
     let output = model.forward(&input)?;
     io::write_outputs(&output_path, &output)
+}
+
+fn bench(flags: &Flags) -> Result<()> {
+    flags.check_known(&[
+        "model",
+        "arch",
+        "batch",
+        "threads",
+        "backend",
+        "precision",
+        "iters",
+    ])?;
+    let (kind, options) = flags.backend()?;
+    let (mut model, name) = match (flags.get("model"), flags.get("arch")) {
+        (Some(dir), None) => (
+            ViTMSN::from_dir(dir.as_ref(), kind, &options)?,
+            dir.to_string(),
+        ),
+        (None, Some(arch)) => {
+            let config = bench::arch_config(arch)?;
+            let backend = vitmsn::backend::create(kind, &options)?;
+            (
+                ViTMSN::new(config, &Weights::random(0), backend)?,
+                arch.to_string(),
+            )
+        }
+        _ => {
+            return Err(Error::Usage(format!(
+                "bench takes one of --model or --arch\n{USAGE}"
+            )))
+        }
+    };
+    let report = bench::run(
+        &mut model,
+        &name,
+        flags.count("batch", 1)?,
+        flags.count("iters", 10)?,
+    )?;
+    if flags.switch("json") {
+        println!("{}", report.to_json());
+    } else {
+        println!(
+            "{} on {} ({} threads), batch {}: median {:.2} ms, {:.1} images/s, {:.1} GFLOP/s over {} forwards",
+            report.model, report.backend, report.threads, report.batch, report.median_ms, report.images_per_s, report.gflop_per_s, report.iters
+        );
+    }
+    Ok(())
 }

@@ -22,7 +22,12 @@ struct Loader<'w> {
 
 impl Loader<'_> {
     fn add(&mut self, name: String, shape: Vec<usize>, data: F32Data, role: ConstRole) -> ConstId {
-        self.constants.push(Constant { name, shape, data, role });
+        self.constants.push(Constant {
+            name,
+            shape,
+            data,
+            role,
+        });
         self.constants.len() - 1
     }
 
@@ -53,17 +58,42 @@ struct Linear {
 }
 
 impl Linear {
-    fn load(l: &mut Loader, prefix: &str, in_features: usize, out_features: usize, bias: bool) -> Result<Self> {
+    fn load(
+        l: &mut Loader,
+        prefix: &str,
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+    ) -> Result<Self> {
         let name = format!("{prefix}.weight");
         let data = l.weights.get(&name, &[out_features, in_features])?;
-        let role = ConstRole::LinearWeight { n: out_features, k: in_features };
+        let role = ConstRole::LinearWeight {
+            n: out_features,
+            k: in_features,
+        };
         let weight = l.add(name, vec![out_features, in_features], data, role);
-        let bias = if bias { Some(l.vector(&format!("{prefix}.bias"), &[out_features])?) } else { None };
-        Ok(Self { weight, bias, out_features, in_features })
+        let bias = if bias {
+            Some(l.vector(&format!("{prefix}.bias"), &[out_features])?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bias,
+            out_features,
+            in_features,
+        })
     }
 
     /// `activation(x · Wᵀ + b) + residual` over `rows` rows.
-    fn forward(&self, g: &mut Graph, x: ValueId, rows: usize, activation: Activation, residual: Option<ValueId>) -> ValueId {
+    fn forward(
+        &self,
+        g: &mut Graph,
+        x: ValueId,
+        rows: usize,
+        activation: Activation,
+        residual: Option<ValueId>,
+    ) -> ValueId {
         let op = Op::Linear {
             m: rows,
             n: self.out_features,
@@ -90,11 +120,22 @@ impl LayerNorm {
     fn load(l: &mut Loader, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
         let weight = l.vector(&format!("{prefix}.weight"), &[dim])?;
         let bias = l.vector(&format!("{prefix}.bias"), &[dim])?;
-        Ok(Self { weight, bias, dim, eps: eps as f32 })
+        Ok(Self {
+            weight,
+            bias,
+            dim,
+            eps: eps as f32,
+        })
     }
 
     fn forward(&self, g: &mut Graph, x: ValueId, rows: usize) -> ValueId {
-        let op = Op::LayerNorm { rows, dim: self.dim, gamma: self.weight, beta: self.bias, eps: self.eps };
+        let op = Op::LayerNorm {
+            rows,
+            dim: self.dim,
+            gamma: self.weight,
+            beta: self.bias,
+            eps: self.eps,
+        };
         g.op(op, &[x], rows * self.dim)
     }
 }
@@ -131,9 +172,24 @@ impl ViTMSNPatchEmbeddings {
         let (p, ch, d) = (c.patch(), c.num_channels, c.hidden_size);
         let name = format!("{prefix}.projection.weight");
         let data = l.weights.get(&name, &[d, ch, p, p])?;
-        let weight = l.add(name, vec![d, ch * p * p], data, ConstRole::LinearWeight { n: d, k: ch * p * p });
+        let weight = l.add(
+            name,
+            vec![d, ch * p * p],
+            data,
+            ConstRole::LinearWeight {
+                n: d,
+                k: ch * p * p,
+            },
+        );
         let bias = l.vector(&format!("{prefix}.projection.bias"), &[d])?;
-        Ok(Self { weight, bias, image_size: c.image_size.hw(), patch_size: p, num_channels: ch, hidden_size: d })
+        Ok(Self {
+            weight,
+            bias,
+            image_size: c.image_size.hw(),
+            patch_size: p,
+            num_channels: ch,
+            hidden_size: d,
+        })
     }
 
     fn forward(&self, g: &mut Graph, pixel_values: ValueId, s: &ForwardShape) -> ValueId {
@@ -147,7 +203,11 @@ impl ViTMSNPatchEmbeddings {
             weight: self.weight,
             bias: self.bias,
         };
-        g.op(op, &[pixel_values], s.batch * s.patches(self.patch_size) * self.hidden_size)
+        g.op(
+            op,
+            &[pixel_values],
+            s.batch * s.patches(self.patch_size) * self.hidden_size,
+        )
     }
 }
 
@@ -168,11 +228,25 @@ impl ViTMSNEmbeddings {
         let d = c.hidden_size;
         let cls_token = l.vector(&format!("{prefix}.cls_token"), &[1, 1, d])?;
         let mask_name = format!("{prefix}.mask_token");
-        let mask_token = if l.weights.contains(&mask_name) { Some(l.vector(&mask_name, &[1, 1, d])?) } else { None };
-        let patch_embeddings = ViTMSNPatchEmbeddings::load(l, &format!("{prefix}.patch_embeddings"), c)?;
+        let mask_token = if l.weights.contains(&mask_name) {
+            Some(l.vector(&mask_name, &[1, 1, d])?)
+        } else {
+            None
+        };
+        let patch_embeddings =
+            ViTMSNPatchEmbeddings::load(l, &format!("{prefix}.patch_embeddings"), c)?;
         let (gh, gw) = c.grid();
-        let position_embeddings = l.weights.get(&format!("{prefix}.position_embeddings"), &[1, gh * gw + 1, d])?;
-        Ok(Self { cls_token, mask_token, patch_embeddings, position_embeddings, interpolated: HashMap::new() })
+        let position_embeddings = l.weights.get(
+            &format!("{prefix}.position_embeddings"),
+            &[1, gh * gw + 1, d],
+        )?;
+        Ok(Self {
+            cls_token,
+            mask_token,
+            patch_embeddings,
+            position_embeddings,
+            interpolated: HashMap::new(),
+        })
     }
 
     /// Graph inputs: pixels `[B, C, H, W]`, the mask `[B · patches]` when masked, and the
@@ -180,16 +254,28 @@ impl ViTMSNEmbeddings {
     fn forward(&self, g: &mut Graph, s: &ForwardShape) -> ValueId {
         let pe = &self.patch_embeddings;
         let (d, patches) = (pe.hidden_size, s.patches(pe.patch_size));
-        let pixel_values = g.input("pixel_values", s.batch * pe.num_channels * s.height * s.width);
+        let pixel_values = g.input(
+            "pixel_values",
+            s.batch * pe.num_channels * s.height * s.width,
+        );
         let mut embeddings = pe.forward(g, pixel_values, s);
         if s.masked {
             let mask = g.input("bool_masked_pos", s.batch * patches);
             let mask_token = self.mask_token.expect("checked before building the graph");
-            let op = Op::MaskBlend { rows: s.batch * patches, dim: d, mask_token };
+            let op = Op::MaskBlend {
+                rows: s.batch * patches,
+                dim: d,
+                mask_token,
+            };
             embeddings = g.op(op, &[embeddings, mask], s.batch * patches * d);
         }
         let position = g.input("position_embeddings", (patches + 1) * d);
-        let op = Op::ClsPosition { batch: s.batch, patches, dim: d, cls: self.cls_token };
+        let op = Op::ClsPosition {
+            batch: s.batch,
+            patches,
+            dim: d,
+            cls: self.cls_token,
+        };
         g.op(op, &[embeddings, position], s.batch * (patches + 1) * d)
     }
 
@@ -216,7 +302,9 @@ impl ViTMSNEmbeddings {
         }
         let side = (num_positions as f64).sqrt().round() as usize;
         if side * side != num_positions {
-            return Err(Error::Input(format!("cannot interpolate {num_positions} position embeddings: not a square grid")));
+            return Err(Error::Input(format!(
+                "cannot interpolate {num_positions} position embeddings: not a square grid"
+            )));
         }
         let table = &self.position_embeddings;
         Ok(self.interpolated.entry((gh, gw)).or_insert_with(|| {
@@ -239,28 +327,68 @@ struct ViTMSNAttention {
 impl ViTMSNAttention {
     fn load(l: &mut Loader, prefix: &str, c: &ViTMSNConfig) -> Result<Self> {
         let d = c.hidden_size;
-        let names = |suffix: &str| ["query", "key", "value"].map(|p| format!("{prefix}.attention.{p}.{suffix}"));
-        let weight = l.stacked(&names("weight"), &[d, d], ConstRole::LinearWeight { n: 3 * d, k: d })?;
-        let bias = if c.qkv_bias { Some(l.stacked(&names("bias"), &[d], ConstRole::Vector)?) } else { None };
-        let qkv = Linear { weight, bias, out_features: 3 * d, in_features: d };
+        let names = |suffix: &str| {
+            ["query", "key", "value"].map(|p| format!("{prefix}.attention.{p}.{suffix}"))
+        };
+        let weight = l.stacked(
+            &names("weight"),
+            &[d, d],
+            ConstRole::LinearWeight { n: 3 * d, k: d },
+        )?;
+        let bias = if c.qkv_bias {
+            Some(l.stacked(&names("bias"), &[d], ConstRole::Vector)?)
+        } else {
+            None
+        };
+        let qkv = Linear {
+            weight,
+            bias,
+            out_features: 3 * d,
+            in_features: d,
+        };
         let output = Linear::load(l, &format!("{prefix}.output.dense"), d, d, true)?;
-        Ok(Self { qkv, output, num_attention_heads: c.num_attention_heads, attention_head_size: c.head_dim() })
+        Ok(Self {
+            qkv,
+            output,
+            num_attention_heads: c.num_attention_heads,
+            attention_head_size: c.head_dim(),
+        })
     }
 
     /// Returns `attention(x) + residual`, and the probabilities if asked for.
     #[allow(clippy::too_many_arguments)]
-    fn forward(&self, g: &mut Graph, x: ValueId, residual: ValueId, head_mask: ValueId, layer: usize, s: &ForwardShape, tokens: usize) -> (ValueId, Option<ValueId>) {
+    fn forward(
+        &self,
+        g: &mut Graph,
+        x: ValueId,
+        residual: ValueId,
+        head_mask: ValueId,
+        layer: usize,
+        s: &ForwardShape,
+        tokens: usize,
+    ) -> (ValueId, Option<ValueId>) {
         let rows = s.batch * tokens;
         let qkv = self.qkv.forward(g, x, rows, Activation::Identity, None);
-        let shape = AttentionShape { batch: s.batch, tokens, heads: self.num_attention_heads, head_dim: self.attention_head_size };
+        let shape = AttentionShape {
+            batch: s.batch,
+            tokens,
+            heads: self.num_attention_heads,
+            head_dim: self.attention_head_size,
+        };
         let hidden = self.num_attention_heads * self.attention_head_size;
-        let op = Op::Attention { shape, layer, probs: s.output_attentions };
+        let op = Op::Attention {
+            shape,
+            layer,
+            probs: s.output_attentions,
+        };
         let mut sizes = vec![rows * hidden];
         if s.output_attentions {
             sizes.push(s.batch * self.num_attention_heads * tokens * tokens);
         }
         let outs = g.op_multi(op, &[qkv, head_mask], &sizes);
-        let output = self.output.forward(g, outs[0], rows, Activation::Identity, Some(residual));
+        let output = self
+            .output
+            .forward(g, outs[0], rows, Activation::Identity, Some(residual));
         (output, outs.get(1).copied())
     }
 }
@@ -284,22 +412,55 @@ impl ViTMSNLayer {
             attention: ViTMSNAttention::load(l, &format!("{prefix}.attention"), c)?,
             intermediate: Linear::load(l, &format!("{prefix}.intermediate.dense"), d, i, true)?,
             output: Linear::load(l, &format!("{prefix}.output.dense"), i, d, true)?,
-            layernorm_before: LayerNorm::load(l, &format!("{prefix}.layernorm_before"), d, c.layer_norm_eps)?,
-            layernorm_after: LayerNorm::load(l, &format!("{prefix}.layernorm_after"), d, c.layer_norm_eps)?,
+            layernorm_before: LayerNorm::load(
+                l,
+                &format!("{prefix}.layernorm_before"),
+                d,
+                c.layer_norm_eps,
+            )?,
+            layernorm_after: LayerNorm::load(
+                l,
+                &format!("{prefix}.layernorm_after"),
+                d,
+                c.layer_norm_eps,
+            )?,
             intermediate_act_fn: c.activation()?,
         })
     }
 
-    fn forward(&self, g: &mut Graph, hidden_states: ValueId, head_mask: ValueId, layer: usize, s: &ForwardShape, tokens: usize) -> (ValueId, Option<ValueId>) {
+    fn forward(
+        &self,
+        g: &mut Graph,
+        hidden_states: ValueId,
+        head_mask: ValueId,
+        layer: usize,
+        s: &ForwardShape,
+        tokens: usize,
+    ) -> (ValueId, Option<ValueId>) {
         let rows = s.batch * tokens;
         let hidden_states_norm = self.layernorm_before.forward(g, hidden_states, rows);
         // first residual connection
-        let (hidden_states, attentions) =
-            self.attention.forward(g, hidden_states_norm, hidden_states, head_mask, layer, s, tokens);
+        let (hidden_states, attentions) = self.attention.forward(
+            g,
+            hidden_states_norm,
+            hidden_states,
+            head_mask,
+            layer,
+            s,
+            tokens,
+        );
         let layer_output = self.layernorm_after.forward(g, hidden_states, rows);
-        let layer_output = self.intermediate.forward(g, layer_output, rows, self.intermediate_act_fn, None);
+        let layer_output =
+            self.intermediate
+                .forward(g, layer_output, rows, self.intermediate_act_fn, None);
         // second residual connection
-        let layer_output = self.output.forward(g, layer_output, rows, Activation::Identity, Some(hidden_states));
+        let layer_output = self.output.forward(
+            g,
+            layer_output,
+            rows,
+            Activation::Identity,
+            Some(hidden_states),
+        );
         (layer_output, attentions)
     }
 }
@@ -320,7 +481,12 @@ impl ViTMSNModel {
             layers: (0..c.num_hidden_layers)
                 .map(|i| ViTMSNLayer::load(l, &format!("{prefix}encoder.layer.{i}"), c))
                 .collect::<Result<_>>()?,
-            layernorm: LayerNorm::load(l, &format!("{prefix}layernorm"), c.hidden_size, c.layer_norm_eps)?,
+            layernorm: LayerNorm::load(
+                l,
+                &format!("{prefix}layernorm"),
+                c.hidden_size,
+                c.layer_norm_eps,
+            )?,
             hidden_size: c.hidden_size,
             num_heads: c.num_attention_heads,
         })
@@ -334,16 +500,28 @@ impl ViTMSNModel {
         let head_mask = g.input("head_mask", self.layers.len() * self.num_heads);
         for (i, layer) in self.layers.iter().enumerate() {
             if s.output_hidden_states {
-                g.output(format!("hidden_states.{i}"), hidden_states, hidden_shape.clone());
+                g.output(
+                    format!("hidden_states.{i}"),
+                    hidden_states,
+                    hidden_shape.clone(),
+                );
             }
             let (output, attentions) = layer.forward(g, hidden_states, head_mask, i, s, tokens);
             if let Some(probs) = attentions {
-                g.output(format!("attentions.{i}"), probs, vec![s.batch, self.num_heads, tokens, tokens]);
+                g.output(
+                    format!("attentions.{i}"),
+                    probs,
+                    vec![s.batch, self.num_heads, tokens, tokens],
+                );
             }
             hidden_states = output;
         }
         if s.output_hidden_states {
-            g.output(format!("hidden_states.{}", self.layers.len()), hidden_states, hidden_shape);
+            g.output(
+                format!("hidden_states.{}", self.layers.len()),
+                hidden_states,
+                hidden_shape,
+            );
         }
         self.layernorm.forward(g, hidden_states, s.batch * tokens)
     }
@@ -407,14 +585,31 @@ impl ViTMSN {
     }
 
     /// Builds the model from a config and weights, handing the weights to `backend`.
-    pub fn new(config: ViTMSNConfig, weights: &Weights, mut backend: Box<dyn Backend>) -> Result<Self> {
-        let prefix = if weights.contains("vit.embeddings.cls_token") { "vit." } else { "" };
-        let mut loader = Loader { weights, constants: Vec::new() };
+    pub fn new(
+        config: ViTMSNConfig,
+        weights: &Weights,
+        mut backend: Box<dyn Backend>,
+    ) -> Result<Self> {
+        let prefix = if weights.contains("vit.embeddings.cls_token") {
+            "vit."
+        } else {
+            ""
+        };
+        let mut loader = Loader {
+            weights,
+            constants: Vec::new(),
+        };
         let vit = ViTMSNModel::load(&mut loader, prefix, &config)?;
         let classifier = if weights.contains("classifier.weight") || config.is_classifier() {
             let labels = config.num_labels();
             let linear = if labels > 0 {
-                Some(Linear::load(&mut loader, "classifier", config.hidden_size, labels, true)?)
+                Some(Linear::load(
+                    &mut loader,
+                    "classifier",
+                    config.hidden_size,
+                    labels,
+                    true,
+                )?)
             } else {
                 None
             };
@@ -423,7 +618,13 @@ impl ViTMSN {
             None
         };
         backend.load_constants(loader.constants)?;
-        Ok(Self { config, vit, classifier, executor: Executor::new(backend), graphs: HashMap::new() })
+        Ok(Self {
+            config,
+            vit,
+            classifier,
+            executor: Executor::new(backend),
+            graphs: HashMap::new(),
+        })
     }
 
     pub fn config(&self) -> &ViTMSNConfig {
@@ -438,10 +639,17 @@ impl ViTMSN {
         self.executor.backend().name()
     }
 
+    pub fn backend_threads(&self) -> usize {
+        self.executor.backend().threads()
+    }
+
     /// Runs the model on one batch.
     pub fn forward(&mut self, input: &ForwardInput) -> Result<ForwardOutput> {
         let shape = self.check(input)?;
-        let (layers, heads) = (self.config.num_hidden_layers, self.config.num_attention_heads);
+        let (layers, heads) = (
+            self.config.num_hidden_layers,
+            self.config.num_attention_heads,
+        );
         let head_mask = match &input.head_mask {
             None => vec![1.0; layers * heads],
             Some(m) if m.shape == [heads] => m.data.repeat(layers),
@@ -453,13 +661,20 @@ impl ViTMSN {
                 )))
             }
         };
-        let mask: Option<Vec<f32>> =
-            input.bool_masked_pos.as_ref().map(|m| m.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect());
+        let mask: Option<Vec<f32>> = input
+            .bool_masked_pos
+            .as_ref()
+            .map(|m| m.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect());
         if !self.graphs.contains_key(&shape) {
             let graph = self.build_graph(&shape);
-            self.graphs.insert(shape, CompiledGraph::new(graph, self.graphs.len() as u64));
+            self.graphs
+                .insert(shape, CompiledGraph::new(graph, self.graphs.len() as u64));
         }
-        let position = self.vit.embeddings.position_table(shape.height, shape.width, input.interpolate_pos_encoding)?;
+        let position = self.vit.embeddings.position_table(
+            shape.height,
+            shape.width,
+            input.interpolate_pos_encoding,
+        )?;
         let mut feeds: Vec<(&str, &[f32])> = vec![
             ("pixel_values", &input.pixel_values.data),
             ("head_mask", &head_mask),
@@ -470,7 +685,9 @@ impl ViTMSN {
         }
         let compiled = &self.graphs[&shape];
         let mut results = self.executor.run(compiled, &feeds)?;
-        let mut take = |name: &str, shape: &[usize]| Tensor::new(shape.to_vec(), results.remove(name).unwrap_or_default());
+        let mut take = |name: &str, shape: &[usize]| {
+            Tensor::new(shape.to_vec(), results.remove(name).unwrap_or_default())
+        };
         let mut out = ForwardOutput::default();
         for (name, _, shape) in &compiled.graph.outputs {
             let tensor = take(name, shape);
@@ -503,10 +720,16 @@ impl ViTMSN {
             return Err(Error::Input("pixel_values holds an empty batch".into()));
         }
         if channels != c.num_channels {
-            return Err(Error::Input(format!("pixel_values has {channels} channels, the model expects {}", c.num_channels)));
+            return Err(Error::Input(format!(
+                "pixel_values has {channels} channels, the model expects {}",
+                c.num_channels
+            )));
         }
         if height < c.patch() || width < c.patch() {
-            return Err(Error::Input(format!("image {height}x{width} is smaller than one {0}x{0} patch", c.patch())));
+            return Err(Error::Input(format!(
+                "image {height}x{width} is smaller than one {0}x{0} patch",
+                c.patch()
+            )));
         }
         let shape = ForwardShape {
             batch,
@@ -531,7 +754,9 @@ impl ViTMSN {
             }
         }
         if input.labels.is_some() && self.classifier.is_none() {
-            return Err(Error::Input("labels given but the model has no classification head".into()));
+            return Err(Error::Input(
+                "labels given but the model has no classification head".into(),
+            ));
         }
         Ok(shape)
     }
@@ -542,12 +767,25 @@ impl ViTMSN {
         let tokens = s.patches(self.config.patch()) + 1;
         let d = self.config.hidden_size;
         match &self.classifier {
-            None => g.output("last_hidden_state".into(), last_hidden_state, vec![s.batch, tokens, d]),
+            None => g.output(
+                "last_hidden_state".into(),
+                last_hidden_state,
+                vec![s.batch, tokens, d],
+            ),
             Some(head) => {
-                let cls = g.op(Op::SelectCls { batch: s.batch, tokens, dim: d }, &[last_hidden_state], s.batch * d);
+                let cls = g.op(
+                    Op::SelectCls {
+                        batch: s.batch,
+                        tokens,
+                        dim: d,
+                    },
+                    &[last_hidden_state],
+                    s.batch * d,
+                );
                 match &head.linear {
                     Some(linear) => {
-                        let logits = linear.forward(&mut g, cls, s.batch, Activation::Identity, None);
+                        let logits =
+                            linear.forward(&mut g, cls, s.batch, Activation::Identity, None);
                         g.output("logits".into(), logits, vec![s.batch, linear.out_features]);
                     }
                     None => g.output("logits".into(), cls, vec![s.batch, d]),

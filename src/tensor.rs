@@ -13,7 +13,12 @@ pub struct Tensor {
 
 impl Tensor {
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "tensor shape {shape:?} vs {} values", data.len());
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "tensor shape {shape:?} vs {} values",
+            data.len()
+        );
         Self { shape, data }
     }
 }
@@ -22,7 +27,11 @@ impl Tensor {
 /// or were converted or assembled into memory.
 #[derive(Clone)]
 pub enum F32Data {
-    Mapped { map: Arc<Mmap>, byte_offset: usize, len: usize },
+    Mapped {
+        map: Arc<Mmap>,
+        byte_offset: usize,
+        len: usize,
+    },
     Owned(Vec<f32>),
 }
 
@@ -30,7 +39,11 @@ impl Deref for F32Data {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
         match self {
-            F32Data::Mapped { map, byte_offset, len } => {
+            F32Data::Mapped {
+                map,
+                byte_offset,
+                len,
+            } => {
                 // `Weights` only builds this variant after checking 4-byte alignment.
                 bytemuck::cast_slice(&map[*byte_offset..byte_offset + len * 4])
             }
@@ -41,7 +54,11 @@ impl Deref for F32Data {
 
 impl std::fmt::Debug for F32Data {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = if matches!(self, F32Data::Mapped { .. }) { "mapped" } else { "owned" };
+        let kind = if matches!(self, F32Data::Mapped { .. }) {
+            "mapped"
+        } else {
+            "owned"
+        };
         write!(f, "F32Data({kind}, {} values)", self.len())
     }
 }

@@ -11,6 +11,8 @@ pub struct Weights {
     files: Vec<SafetensorsFile>,
     /// Tensor name → (index into `files`, entry).
     index: HashMap<String, (usize, TensorEntry)>,
+    /// Set for generated weights (see `random`).
+    random_seed: Option<u64>,
 }
 
 impl Weights {
@@ -28,41 +30,61 @@ impl Weights {
                 dir.display()
             )));
         };
-        let files = paths.iter().map(|p| SafetensorsFile::open(p)).collect::<Result<Vec<_>>>()?;
+        let files = paths
+            .iter()
+            .map(|p| SafetensorsFile::open(p))
+            .collect::<Result<Vec<_>>>()?;
         let mut index = HashMap::new();
         for (i, file) in files.iter().enumerate() {
             for (name, entry) in &file.tensors {
                 index.insert(name.clone(), (i, entry.clone()));
             }
         }
-        Ok(Self { files, index })
+        Ok(Self {
+            files,
+            index,
+            random_seed: None,
+        })
+    }
+
+    /// A bare-model checkpoint (no `vit.` prefix, no classifier) in which every tensor the
+    /// model asks for exists, filled with deterministic pseudo-random values: the named
+    /// architectures of `vitmsn bench`.
+    pub fn random(seed: u64) -> Self {
+        Self {
+            files: Vec::new(),
+            index: HashMap::new(),
+            random_seed: Some(seed),
+        }
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.index.contains_key(name)
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.index.keys().map(String::as_str)
+        match self.random_seed {
+            Some(_) => !name.starts_with("vit.") && !name.starts_with("classifier."),
+            None => self.index.contains_key(name),
+        }
     }
 
     /// The tensor `name` as f32, checked to have `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<F32Data> {
-        let (file, entry) =
-            self.index.get(name).ok_or_else(|| Error::Weights(format!("missing tensor {name}")))?;
+        if let Some(seed) = self.random_seed {
+            return Ok(F32Data::Owned(random_values(
+                seed,
+                name,
+                shape.iter().product(),
+            )));
+        }
+        let (file, entry) = self
+            .index
+            .get(name)
+            .ok_or_else(|| Error::Weights(format!("missing tensor {name}")))?;
         if entry.shape != shape {
-            return Err(Error::Weights(format!("{name} has shape {:?}, expected {shape:?}", entry.shape)));
+            return Err(Error::Weights(format!(
+                "{name} has shape {:?}, expected {shape:?}",
+                entry.shape
+            )));
         }
         self.files[*file].f32_data(entry, name)
-    }
-
-    /// Like `get`, for a tensor that may be absent.
-    pub fn get_optional(&self, name: &str, shape: &[usize]) -> Result<Option<F32Data>> {
-        if self.contains(name) {
-            self.get(name, shape).map(Some)
-        } else {
-            Ok(None)
-        }
     }
 }
 
@@ -77,4 +99,22 @@ fn shard_paths(dir: &Path, index_path: &Path) -> Result<Vec<std::path::PathBuf>>
         .ok_or_else(|| Error::Weights(format!("{} has no weight_map", index_path.display())))?;
     let shards: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
     Ok(shards.into_iter().map(|s| dir.join(s)).collect())
+}
+
+/// Values spread evenly in ±0.05 (a plausible weight scale), from a generator seeded by
+/// the seed and the tensor's name, so each tensor is the same in every run.
+fn random_values(seed: u64, name: &str, len: usize) -> Vec<f32> {
+    let mut state = name.bytes().fold(seed ^ 0x9E37_79B9_7F4A_7C15, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01B3)
+    });
+    (0..len)
+        .map(|_| {
+            // xorshift64*
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let bits = state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
+            (bits as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
+        })
+        .collect()
 }

@@ -9,9 +9,9 @@ mod common;
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseResult, TestRunner};
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use vitmsn::backend::Backend;
 use vitmsn::backend::Precision;
-use vitmsn::executor::{CompiledGraph, Executor};
+use vitmsn::executor::{Plan, Slot};
 use vitmsn::graph::{ConstRole, Constant, Graph, Op};
 use vitmsn::tensor::F32Data;
 use vitmsn::{BackendKind, BackendOptions, Tensor};
@@ -34,12 +34,10 @@ const ACTIVATIONS: [Activation; 14] = [
     Activation::Sigmoid,
 ];
 
-static GRAPH_IDS: AtomicU64 = AtomicU64::new(0);
-
 /// A GPU backend that runs one op at a time, shared by the cases of one test (created
 /// and dropped on the test's thread: wgpu keeps thread-local state).
 struct Gpu {
-    executor: Executor,
+    backend: Box<dyn Backend>,
     precision: Precision,
 }
 
@@ -50,16 +48,14 @@ impl Gpu {
             precision,
             ..Default::default()
         };
-        let backend = common::gpu_ready(&options)
-            .then(|| vitmsn::backend::create(BackendKind::Gpu, &options).unwrap())?;
-        Some(Self {
-            executor: Executor::new(backend),
+        common::gpu_ready(&options).then(|| Self {
+            backend: vitmsn::backend::create(BackendKind::Gpu, &options).unwrap(),
             precision,
         })
     }
 
     /// Runs `op` with `constants` as its weights (by `ConstId`) and `inputs` as its inputs
-    /// (in order); returns its outputs.
+    /// (in order), as the executor would; returns its outputs.
     fn run(
         &mut self,
         op: Op,
@@ -77,31 +73,32 @@ impl Gpu {
                 role: ConstRole::Vector,
             })
             .collect();
-        self.executor
-            .backend_mut()
-            .load_constants(constants)
-            .unwrap();
+        self.backend.load_constants(constants).unwrap();
         let mut graph = Graph::default();
-        let names: Vec<String> = (0..inputs.len()).map(|i| format!("input {i}")).collect();
-        let values: Vec<usize> = names
+        let values: Vec<usize> = inputs
             .iter()
-            .zip(inputs)
-            .map(|(name, data)| graph.input(name, data.len()))
+            .enumerate()
+            .map(|(i, data)| graph.input(&format!("input {i}"), data.len()))
             .collect();
-        let outputs = graph.op_multi(op, &values, output_sizes);
+        let outputs = graph.op_multi(op.clone(), &values, output_sizes);
         for (i, (&value, &size)) in outputs.iter().zip(output_sizes).enumerate() {
             graph.output(format!("output {i}"), value, vec![size]);
         }
-        let compiled = CompiledGraph::new(graph, GRAPH_IDS.fetch_add(1, Ordering::Relaxed));
-        let feeds: Vec<(&str, &[f32])> = names
-            .iter()
-            .map(String::as_str)
-            .zip(inputs.iter().copied())
+        let plan = Plan::new(&graph);
+        let slots =
+            |values: &[usize]| -> Vec<Slot> { values.iter().map(|&v| plan.slot_of[v]).collect() };
+        self.backend.prepare(&graph, &plan).unwrap();
+        for (slot, data) in slots(&values).into_iter().zip(inputs) {
+            self.backend.write(slot, data).unwrap();
+        }
+        self.backend
+            .run(&op, &slots(&values), &slots(&outputs))
+            .unwrap();
+        let requests: Vec<(Slot, usize)> = slots(&outputs)
+            .into_iter()
+            .zip(output_sizes.iter().copied())
             .collect();
-        let mut results = self.executor.run(&compiled, &feeds).unwrap();
-        (0..output_sizes.len())
-            .map(|i| results.remove(&format!("output {i}")).unwrap())
-            .collect()
+        self.backend.read(&requests).unwrap()
     }
 }
 

@@ -14,6 +14,10 @@ pub mod scalar;
 /// `run` for each node in order, then `read` for the requested outputs.
 pub trait Backend {
     fn name(&self) -> &'static str;
+    /// Threads the backend computes on.
+    fn threads(&self) -> usize {
+        1
+    }
     /// Takes the model's weights, indexed by `ConstId`; a backend may repack or upload
     /// them and drop the originals.
     fn load_constants(&mut self, constants: Vec<Constant>) -> Result<()>;
@@ -44,7 +48,9 @@ impl BackendKind {
             "scalar" => Ok(Self::Scalar),
             "cpu" => Ok(Self::Cpu),
             "gpu" => Ok(Self::Gpu),
-            other => Err(Error::Usage(format!("unknown backend \"{other}\" (expected scalar, cpu or gpu)"))),
+            other => Err(Error::Usage(format!(
+                "unknown backend \"{other}\" (expected scalar, cpu or gpu)"
+            ))),
         }
     }
 
@@ -79,7 +85,9 @@ impl Precision {
         match name {
             "f32" => Ok(Self::F32),
             "f16" => Ok(Self::F16),
-            other => Err(Error::Usage(format!("unknown precision \"{other}\" (expected f32 or f16)"))),
+            other => Err(Error::Usage(format!(
+                "unknown precision \"{other}\" (expected f32 or f16)"
+            ))),
         }
     }
 }
@@ -93,8 +101,13 @@ pub fn create(kind: BackendKind, options: &BackendOptions) -> Result<Box<dyn Bac
         #[cfg(not(feature = "gpu"))]
         BackendKind::Gpu => {
             let _ = options; // read by the gpu backend only, so far
-            Err(Error::Backend("this build has no gpu backend (built without the \"gpu\" feature)".into()))
+            Err(Error::Backend(
+                "this build has no gpu backend (built without the \"gpu\" feature)".into(),
+            ))
         }
-        other => Err(Error::Backend(format!("the {} backend is not built yet", other.name()))),
+        other => Err(Error::Backend(format!(
+            "the {} backend is not built yet",
+            other.name()
+        ))),
     }
 }

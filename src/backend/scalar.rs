@@ -49,37 +49,130 @@ impl Backend for ScalarBackend {
         let mut second_out = outputs.get(1).map(|&s| std::mem::take(&mut self.slots[s]));
         let input = |i: usize| self.slots[inputs[i]].as_slice();
         match *op {
-            Op::PatchEmbed { batch, channels, height, width, patch, dim, weight, bias } => {
-                let (rows, k) = (batch * (height / patch) * (width / patch), channels * patch * patch);
+            Op::PatchEmbed {
+                batch,
+                channels,
+                height,
+                width,
+                patch,
+                dim,
+                weight,
+                bias,
+            } => {
+                let (rows, k) = (
+                    batch * (height / patch) * (width / patch),
+                    channels * patch * patch,
+                );
                 let mut patches = std::mem::take(&mut self.patches);
                 patches.resize(rows * k, 0.0);
-                scalar::im2col(batch, channels, height, width, patch, input(0), &mut patches);
-                let epilogue = Epilogue { bias: Some(self.constant(bias)), ..Epilogue::NONE };
-                scalar::gemm(rows, dim, k, &patches, self.constant(weight), &mut out, &epilogue);
+                scalar::im2col(
+                    batch,
+                    channels,
+                    height,
+                    width,
+                    patch,
+                    input(0),
+                    &mut patches,
+                );
+                let epilogue = Epilogue {
+                    bias: Some(self.constant(bias)),
+                    ..Epilogue::NONE
+                };
+                scalar::gemm(
+                    rows,
+                    dim,
+                    k,
+                    &patches,
+                    self.constant(weight),
+                    &mut out,
+                    &epilogue,
+                );
                 self.patches = patches;
             }
-            Op::MaskBlend { rows, dim, mask_token } => {
-                scalar::mask_blend(dim, &input(0)[..rows * dim], input(1), self.constant(mask_token), &mut out);
+            Op::MaskBlend {
+                rows,
+                dim,
+                mask_token,
+            } => {
+                scalar::mask_blend(
+                    dim,
+                    &input(0)[..rows * dim],
+                    input(1),
+                    self.constant(mask_token),
+                    &mut out,
+                );
             }
-            Op::ClsPosition { batch, patches, dim, cls } => {
-                scalar::cls_and_position(batch, patches, dim, input(0), self.constant(cls), input(1), &mut out);
+            Op::ClsPosition {
+                batch,
+                patches,
+                dim,
+                cls,
+            } => {
+                scalar::cls_and_position(
+                    batch,
+                    patches,
+                    dim,
+                    input(0),
+                    self.constant(cls),
+                    input(1),
+                    &mut out,
+                );
             }
-            Op::LayerNorm { rows, dim, gamma, beta, eps } => {
-                scalar::layer_norm(dim, &input(0)[..rows * dim], self.constant(gamma), self.constant(beta), eps, &mut out);
+            Op::LayerNorm {
+                rows,
+                dim,
+                gamma,
+                beta,
+                eps,
+            } => {
+                scalar::layer_norm(
+                    dim,
+                    &input(0)[..rows * dim],
+                    self.constant(gamma),
+                    self.constant(beta),
+                    eps,
+                    &mut out,
+                );
             }
-            Op::Linear { m, n, k, weight, bias, activation, residual } => {
+            Op::Linear {
+                m,
+                n,
+                k,
+                weight,
+                bias,
+                activation,
+                residual,
+            } => {
                 let epilogue = Epilogue {
                     bias: bias.map(|b| self.constant(b)),
                     activation,
                     residual: residual.then(|| input(1)),
                 };
-                scalar::gemm(m, n, k, input(0), self.constant(weight), &mut out, &epilogue);
+                scalar::gemm(
+                    m,
+                    n,
+                    k,
+                    input(0),
+                    self.constant(weight),
+                    &mut out,
+                    &epilogue,
+                );
             }
-            Op::Attention { shape, layer, probs } => {
+            Op::Attention {
+                shape,
+                layer,
+                probs,
+            } => {
                 let AttentionShape { heads, .. } = shape;
                 let head_scale = &input(1)[layer * heads..(layer + 1) * heads];
                 debug_assert_eq!(probs, second_out.is_some());
-                scalar::attention(shape, input(0), head_scale, &mut out, second_out.as_deref_mut());
+                scalar::attention(
+                    shape,
+                    input(0),
+                    head_scale,
+                    &mut out,
+                    second_out.as_deref_mut(),
+                );
             }
             Op::SelectCls { batch, tokens, dim } => {
                 scalar::select_cls(batch, tokens, dim, input(0), &mut out);
@@ -93,6 +186,9 @@ impl Backend for ScalarBackend {
     }
 
     fn read(&mut self, requests: &[(Slot, usize)]) -> Result<Vec<Vec<f32>>> {
-        Ok(requests.iter().map(|&(slot, len)| self.slots[slot][..len].to_vec()).collect())
+        Ok(requests
+            .iter()
+            .map(|&(slot, len)| self.slots[slot][..len].to_vec())
+            .collect())
     }
 }

@@ -20,7 +20,11 @@ pub fn cases() -> Vec<PathBuf> {
         .filter(|p| p.join("case.json").exists())
         .collect();
     cases.sort();
-    assert!(cases.len() >= 20, "expected the committed fixture cases, found {}", cases.len());
+    assert!(
+        cases.len() >= 20,
+        "expected the committed fixture cases, found {}",
+        cases.len()
+    );
     cases
 }
 
@@ -32,7 +36,8 @@ pub struct CaseOptions {
 }
 
 pub fn case_options(case: &Path) -> CaseOptions {
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(case.join("case.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(case.join("case.json")).unwrap()).unwrap();
     let flag = |k: &str| json[k].as_bool().unwrap_or(false);
     CaseOptions {
         output_hidden_states: flag("output_hidden_states"),
@@ -47,7 +52,12 @@ pub fn expected(case: &Path) -> Vec<(String, Tensor)> {
     let mut out: Vec<(String, Tensor)> = file
         .tensors
         .iter()
-        .map(|(name, e)| (name.clone(), Tensor::new(e.shape.clone(), file.f32_data(e, name).unwrap().to_vec())))
+        .map(|(name, e)| {
+            (
+                name.clone(),
+                Tensor::new(e.shape.clone(), file.f32_data(e, name).unwrap().to_vec()),
+            )
+        })
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
@@ -61,7 +71,9 @@ pub fn run_case(case: &Path, backend: BackendKind, options: &BackendOptions) -> 
     input.output_hidden_states = o.output_hidden_states;
     input.output_attentions = o.output_attentions;
     input.interpolate_pos_encoding = o.interpolate_pos_encoding;
-    model.forward(&input).unwrap_or_else(|e| panic!("{}: {e}", case.display()))
+    model
+        .forward(&input)
+        .unwrap_or_else(|e| panic!("{}: {e}", case.display()))
 }
 
 /// The named tensors of an output, as the CLI writes them.
@@ -89,8 +101,17 @@ pub fn named_outputs(out: &ForwardOutput) -> Vec<(String, Tensor)> {
 /// max|ours − reference| / max(1, max|reference|).
 pub fn relative_error(ours: &Tensor, reference: &Tensor) -> f32 {
     assert_eq!(ours.shape, reference.shape);
-    let diff = ours.data.iter().zip(&reference.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    let scale = reference.data.iter().map(|v| v.abs()).fold(1.0f32, f32::max);
+    let diff = ours
+        .data
+        .iter()
+        .zip(&reference.data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    let scale = reference
+        .data
+        .iter()
+        .map(|v| v.abs())
+        .fold(1.0f32, f32::max);
     if ours.data.iter().any(|v| !v.is_finite()) {
         return f32::INFINITY;
     }
@@ -117,7 +138,12 @@ pub fn check_all_cases(backend: BackendKind, options: &BackendOptions, tolerance
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {checked} tensors over {tolerance:e}:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} tensors over {tolerance:e}:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     eprintln!("{checked} tensors within {tolerance:e} on {backend:?}");
 }
 

@@ -1,0 +1,330 @@
+//! The `vitmsn forward` command line: its outputs on real `save_pretrained` directories,
+//! and one-line errors for bad models and inputs.
+
+mod common;
+
+use safetensors::tensor::{Dtype, TensorView};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use vitmsn::safetensors_file::SafetensorsFile;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vitmsn-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn vitmsn(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vitmsn"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Rewrites a safetensors file, letting `edit` drop (None) or replace each tensor.
+fn rewrite(
+    src: &Path,
+    dst: &Path,
+    edit: impl Fn(&str, Dtype, Vec<usize>, Vec<u8>) -> Option<(Dtype, Vec<usize>, Vec<u8>)>,
+) {
+    let file = SafetensorsFile::open(src).unwrap();
+    let mut kept: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, e) in &file.tensors {
+        if let Some((dtype, shape, bytes)) =
+            edit(name, e.dtype, e.shape.clone(), file.bytes(e).unwrap())
+        {
+            kept.push((name.clone(), dtype, shape, bytes));
+        }
+    }
+    let views: Vec<(String, TensorView)> = kept
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    std::fs::write(dst, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+/// A copy of a fixture's model directory, with its weights edited.
+fn edited_model(
+    case: &str,
+    tag: &str,
+    edit: impl Fn(&str, Dtype, Vec<usize>, Vec<u8>) -> Option<(Dtype, Vec<usize>, Vec<u8>)>,
+) -> PathBuf {
+    let src = common::fixtures_dir().join(case).join("model");
+    let dir = temp_dir(tag);
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    rewrite(
+        &src.join("model.safetensors"),
+        &dir.join("model.safetensors"),
+        edit,
+    );
+    dir
+}
+
+/// Runs `forward` expecting failure, and returns its single stderr line.
+fn expect_error(args: &[&str]) -> String {
+    let out = vitmsn(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+fn fixture(case: &str, file: &str) -> String {
+    common::fixtures_dir()
+        .join(case)
+        .join(file)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn forward_writes_every_requested_output_like_transformers() {
+    for (case, extra) in [
+        (
+            "base_all_outputs",
+            vec!["--output-hidden-states", "--output-attentions"],
+        ),
+        (
+            "classifier_ce",
+            vec!["--output-hidden-states", "--output-attentions"],
+        ),
+        (
+            "interpolate_nonsquare",
+            vec!["--output-hidden-states", "--interpolate-pos-encoding"],
+        ),
+        ("sharded", vec!["--output-hidden-states"]),
+    ] {
+        let out_path = temp_dir(case).join("out.safetensors");
+        let out_str = out_path.display().to_string();
+        let (model, input) = (fixture(case, "model"), fixture(case, "inputs.safetensors"));
+        let mut args = vec![
+            "forward",
+            "--model",
+            &model,
+            "--input",
+            &input,
+            "--output",
+            &out_str,
+            "--backend",
+            "scalar",
+        ];
+        args.extend(extra);
+        let out = vitmsn(&args);
+        assert!(
+            out.status.success(),
+            "{case}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let written = SafetensorsFile::open(&out_path).unwrap();
+        let expected = common::expected(&common::fixtures_dir().join(case));
+        assert_eq!(
+            written.tensors.len(),
+            expected.len(),
+            "{case}: output names"
+        );
+        for (name, reference) in expected {
+            let e = &written.tensors[&name];
+            assert_eq!(e.dtype, Dtype::F32);
+            let ours = vitmsn::Tensor::new(
+                e.shape.clone(),
+                written.f32_data(e, &name).unwrap().to_vec(),
+            );
+            let err = common::relative_error(&ours, &reference);
+            assert!(err <= 1e-5, "{case}/{name}: {err:e}");
+        }
+    }
+}
+
+#[test]
+fn missing_or_misshapen_weights_are_named() {
+    let model = edited_model("base_all_outputs", "missing", |name, d, s, b| {
+        (name != "layernorm.bias").then_some((d, s, b))
+    });
+    let input = fixture("base_all_outputs", "inputs.safetensors");
+    let err = expect_error(&[
+        "forward",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        &input,
+        "--output",
+        "/dev/null",
+    ]);
+    assert!(err.contains("missing tensor layernorm.bias"), "{err}");
+
+    let model = edited_model("base_all_outputs", "shape", |name, d, s, b| {
+        Some(if name == "encoder.layer.1.intermediate.dense.weight" {
+            (d, vec![s[1], s[0]], b)
+        } else {
+            (d, s, b)
+        })
+    });
+    let err = expect_error(&[
+        "forward",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        &input,
+        "--output",
+        "/dev/null",
+    ]);
+    assert!(
+        err.contains(
+            "encoder.layer.1.intermediate.dense.weight has shape [32, 64], expected [64, 32]"
+        ),
+        "{err}"
+    );
+}
+
+/// A fixture's input file with its pixels replaced (or dropped) and `extra` tensors
+/// added or replacing those of the same name.
+fn input_with(
+    case: &str,
+    tag: &str,
+    pixels: Option<(Vec<usize>, Vec<f32>)>,
+    extra: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)>,
+) -> String {
+    let path = temp_dir(tag).join("in.safetensors");
+    let src = common::fixtures_dir().join(case).join("inputs.safetensors");
+    let replaced: Vec<&str> = extra.iter().map(|(n, ..)| *n).collect();
+    rewrite(&src, &path, |name, d, s, b| {
+        if replaced.contains(&name) {
+            return None;
+        }
+        if name != "pixel_values" {
+            return Some((d, s, b));
+        }
+        let to_bytes = |data: &Vec<f32>| bytemuck::cast_slice(data).to_vec();
+        pixels
+            .as_ref()
+            .map(|(shape, data)| (Dtype::F32, shape.clone(), to_bytes(data)))
+    });
+    let file = SafetensorsFile::open(&path).unwrap();
+    let mut all: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = file
+        .tensors
+        .iter()
+        .map(|(n, e)| (n.clone(), e.dtype, e.shape.clone(), file.bytes(e).unwrap()))
+        .collect();
+    drop(file);
+    all.extend(
+        extra
+            .into_iter()
+            .map(|(n, d, s, b)| (n.to_string(), d, s, b)),
+    );
+    let views: Vec<(String, TensorView)> = all
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    path.display().to_string()
+}
+
+fn pixels(shape: [usize; 4]) -> Option<(Vec<usize>, Vec<f32>)> {
+    Some((shape.to_vec(), vec![0.5; shape.iter().product()]))
+}
+
+#[test]
+fn bad_inputs_give_one_line_naming_the_problem() {
+    let model = fixture("mask_token", "model");
+    let run = |input: &str| {
+        expect_error(&[
+            "forward",
+            "--model",
+            &model,
+            "--input",
+            input,
+            "--output",
+            "/dev/null",
+        ])
+    };
+
+    let wrong_mask = input_with(
+        "mask_token",
+        "mask",
+        pixels([2, 3, 32, 32]),
+        vec![("bool_masked_pos", Dtype::BOOL, vec![2, 15], vec![1; 30])],
+    );
+    let err = run(&wrong_mask);
+    assert!(err.contains("bool_masked_pos"), "{err}");
+
+    let base_model = fixture("base_all_outputs", "model");
+    let run_base = |input: &str, extra: &[&str]| {
+        let mut args = vec![
+            "forward",
+            "--model",
+            &base_model,
+            "--input",
+            input,
+            "--output",
+            "/dev/null",
+        ];
+        args.extend(extra);
+        expect_error(&args)
+    };
+    let head_mask = input_with(
+        "base_all_outputs",
+        "head",
+        pixels([2, 3, 32, 32]),
+        vec![(
+            "head_mask",
+            Dtype::F32,
+            vec![3],
+            bytemuck::cast_slice(&[1.0f32; 3]).to_vec(),
+        )],
+    );
+    let err = run_base(&head_mask, &[]);
+    assert!(
+        err.contains("head_mask has shape [3], expected [4] or [2, 4]"),
+        "{err}"
+    );
+
+    let big = input_with("base_all_outputs", "size", pixels([1, 3, 48, 40]), vec![]);
+    let err = run_base(&big, &[]);
+    assert!(
+        err.contains("48x40") && err.contains("--interpolate-pos-encoding"),
+        "{err}"
+    );
+
+    let channels = input_with(
+        "base_all_outputs",
+        "channels",
+        pixels([1, 1, 32, 32]),
+        vec![],
+    );
+    let err = run_base(&channels, &[]);
+    assert!(err.contains("1 channels"), "{err}");
+
+    let no_pixels = input_with("base_all_outputs", "nopix", None, vec![]);
+    let err = run_base(&no_pixels, &[]);
+    assert!(err.contains("pixel_values"), "{err}");
+
+    let ok_input = fixture("base_all_outputs", "inputs.safetensors");
+    let err = run_base(&ok_input, &["--backend", "tpu"]);
+    assert!(err.contains("unknown backend \"tpu\""), "{err}");
+
+    let mask_without_token = input_with(
+        "base_all_outputs",
+        "notoken",
+        pixels([2, 3, 32, 32]),
+        vec![("bool_masked_pos", Dtype::BOOL, vec![2, 16], vec![1; 32])],
+    );
+    let err = run_base(&mask_without_token, &[]);
+    assert!(err.contains("mask_token"), "{err}");
+
+    let err = expect_error(&[
+        "forward",
+        "--model",
+        "/nonexistent",
+        "--input",
+        &ok_input,
+        "--output",
+        "/dev/null",
+    ]);
+    assert!(err.contains("/nonexistent/config.json"), "{err}");
+}
