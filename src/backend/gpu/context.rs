@@ -15,8 +15,8 @@ pub(super) struct GpuContext {
 }
 
 impl GpuContext {
-    /// Opens the highest-performance adapter (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and the
-    /// other wgpu environment variables apply) with the features `precision` needs.
+    /// Opens the adapter `choose_adapter` picks, on the backends `WGPU_BACKEND` allows, with
+    /// the features `precision` needs.
     pub fn new(precision: Precision) -> Result<Self> {
         // Vulkan, Metal and DX12: the GL backend lacks f16 and only adds noisy probing.
         let descriptor = wgpu::InstanceDescriptor {
@@ -24,15 +24,7 @@ impl GpuContext {
             ..wgpu::InstanceDescriptor::new_without_display_handle()
         };
         let instance = wgpu::Instance::new(descriptor.with_env());
-        let options = wgpu::RequestAdapterOptions {
-            power_preference: wgpu::PowerPreference::HighPerformance,
-            ..Default::default()
-        };
-        let adapter = pollster::block_on(instance.request_adapter(&options)).map_err(|e| {
-            Error::Backend(format!(
-                "no GPU adapter found ({e}); install a Vulkan, Metal or DX12 driver (Mesa's lavapipe works on CPU-only machines)"
-            ))
-        })?;
+        let adapter = pollster::block_on(choose_adapter(&instance))?;
         let info = adapter.get_info();
         let adapter_name = format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type);
         let mut required_features = wgpu::Features::empty();
@@ -96,6 +88,38 @@ impl GpuContext {
         }
         Ok((x as u32, y as u32))
     }
+}
+
+/// The adapter named by `WGPU_ADAPTER_NAME` (a case-insensitive substring), else the one
+/// wgpu prefers for `WGPU_POWER_PREF` (high performance by default).
+async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+    if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
+        let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+        let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+        return adapters
+            .into_iter()
+            .find(|a| {
+                a.get_info()
+                    .name
+                    .to_lowercase()
+                    .contains(&wanted.to_lowercase())
+            })
+            .ok_or_else(|| {
+                Error::Backend(format!(
+                    "WGPU_ADAPTER_NAME={wanted} matches none of the adapters {names:?}"
+                ))
+            });
+    }
+    let options = wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::from_env()
+            .unwrap_or(wgpu::PowerPreference::HighPerformance),
+        ..Default::default()
+    };
+    instance.request_adapter(&options).await.map_err(|e| {
+        Error::Backend(format!(
+            "no GPU adapter found ({e}); install a Vulkan, Metal or DX12 driver (Mesa's lavapipe works on CPU-only machines)"
+        ))
+    })
 }
 
 fn record(sink: &Mutex<Option<String>>, message: String) {

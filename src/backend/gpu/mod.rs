@@ -61,17 +61,14 @@ impl GpuBackend {
         })
     }
 
-    /// The adapter in use, e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
-    pub fn adapter_name(&self) -> &str {
-        &self.ctx.adapter_name
-    }
-
     /// Fails when a buffer of `bytes` cannot be bound as one storage buffer here.
     fn check_binding_size(&self, what: &str, bytes: u64) -> Result<()> {
         let limits = &self.ctx.limits;
+        // Shaders index elements with u32, so 4 GiB is a hard cap whatever the adapter allows.
         let max = limits
             .max_storage_buffer_binding_size
-            .min(limits.max_buffer_size);
+            .min(limits.max_buffer_size)
+            .min(u32::MAX as u64);
         if bytes > max {
             return Err(Error::Backend(format!(
                 "{what} needs {} MiB, over the {} MiB a storage buffer may hold on {}; use a smaller batch",
