@@ -454,3 +454,27 @@ fn embedding_ops_match_reference_exactly() {
         },
     );
 }
+
+/// One workgroup per row: 70 000 rows exceed the 65 535 workgroups a grid dimension
+/// usually allows, so the grid is folded into two dimensions.
+#[test]
+fn layer_norm_with_a_folded_grid_matches_reference() {
+    let Some(mut gpu) = Gpu::new(Precision::F32) else {
+        return;
+    };
+    let (rows, dim, eps) = (70_000, 3, 1e-5);
+    let x = random_values(1, rows * dim, 3.0);
+    let (gamma, beta) = (random_values(2, dim, 1.5), random_values(3, dim, 1.0));
+    let op = Op::LayerNorm {
+        rows,
+        dim,
+        gamma: 0,
+        beta: 1,
+        eps,
+    };
+    let ours = gpu.run(op, &[&gamma, &beta], &[&x], &[rows * dim]);
+    let mut reference = vec![0.0; rows * dim];
+    scalar::layer_norm(dim, &x, &gamma, &beta, eps, &mut reference);
+    // Near-constant rows of three amplify the rounding of a differently ordered mean.
+    assert_close("layer norm", &ours[0], &reference, 1e-4).unwrap();
+}

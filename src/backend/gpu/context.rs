@@ -77,17 +77,21 @@ impl GpuContext {
     /// A `(x, y)` grid of at least `groups` workgroups within the per-dimension limit;
     /// shaders linearise it as `y · x_count + x` and skip the surplus.
     pub fn grid(&self, groups: usize) -> Result<(u32, u32)> {
-        let max = self.limits.max_compute_workgroups_per_dimension as usize;
-        let x = groups.clamp(1, max);
-        let y = groups.div_ceil(x).max(1);
-        if y > max {
-            return Err(Error::Backend(format!(
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        fold_grid(groups, max).ok_or_else(|| {
+            Error::Backend(format!(
                 "{groups} workgroups exceed {max}² on {}; use a smaller batch",
                 self.adapter_name
-            )));
-        }
-        Ok((x as u32, y as u32))
+            ))
+        })
     }
+}
+
+/// `groups` workgroups as an `(x, y)` grid with both sides at most `max`, if possible.
+fn fold_grid(groups: usize, max: u32) -> Option<(u32, u32)> {
+    let x = groups.clamp(1, max as usize);
+    let y = groups.div_ceil(x).max(1);
+    (y <= max as usize).then_some((x as u32, y as u32))
 }
 
 /// The adapter named by `WGPU_ADAPTER_NAME` (a case-insensitive substring), else the one
@@ -125,5 +129,22 @@ async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
 fn record(sink: &Mutex<Option<String>>, message: String) {
     if let Ok(mut first) = sink.lock() {
         first.get_or_insert(message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fold_grid;
+
+    #[test]
+    fn grids_fold_into_two_dimensions_within_the_limit() {
+        assert_eq!(fold_grid(0, 65535), Some((1, 1)));
+        assert_eq!(fold_grid(100, 65535), Some((100, 1)));
+        assert_eq!(fold_grid(65536, 65535), Some((65535, 2)));
+        // 64 images of 3137 tokens, 12 heads: one attention-probability row per workgroup.
+        let rows = 64 * 12 * 3137;
+        let (x, y) = fold_grid(rows, 65535).unwrap();
+        assert!(x as usize * y as usize >= rows && y <= 65535);
+        assert_eq!(fold_grid(65535 * 65535 + 1, 65535), None);
     }
 }
