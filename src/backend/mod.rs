@@ -6,6 +6,8 @@ use crate::executor::{Plan, Slot};
 use crate::graph::{Constant, Graph, Op};
 
 pub mod cpu;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 mod host;
 pub mod scalar;
 
@@ -98,10 +100,12 @@ pub fn create(kind: BackendKind, options: &BackendOptions) -> Result<Box<dyn Bac
     match kind {
         BackendKind::Scalar => Ok(Box::new(scalar::ScalarBackend::default())),
         BackendKind::Cpu => Ok(Box::new(cpu::CpuBackend::new(cpu_threads(options)?))),
-        other => Err(Error::Backend(format!(
-            "the {} backend is not built yet",
-            other.name()
-        ))),
+        #[cfg(feature = "gpu")]
+        BackendKind::Gpu => Ok(Box::new(gpu::GpuBackend::new(options)?)),
+        #[cfg(not(feature = "gpu"))]
+        BackendKind::Gpu => Err(Error::Backend(
+            "this build has no gpu backend (built without the \"gpu\" feature)".into(),
+        )),
     }
 }
 

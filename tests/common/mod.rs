@@ -146,3 +146,29 @@ pub fn check_all_cases(backend: BackendKind, options: &BackendOptions, tolerance
     );
     eprintln!("{checked} tensors within {tolerance:e} on {backend:?}");
 }
+
+/// Whether the GPU backend can run with `options` here. Without an adapter the GPU tests
+/// fail under `CI=true` and are skipped elsewhere; an adapter without what `options` needs
+/// (f16) skips them. Either way the reason is printed.
+#[cfg(feature = "gpu")]
+pub fn gpu_ready(options: &BackendOptions) -> bool {
+    let plain = BackendOptions {
+        precision: Default::default(),
+        ..options.clone()
+    };
+    if let Err(e) = vitmsn::backend::create(BackendKind::Gpu, &plain) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "no GPU adapter in CI: {e}"
+        );
+        eprintln!("skipped: {e}");
+        return false;
+    }
+    match vitmsn::backend::create(BackendKind::Gpu, options) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            false
+        }
+    }
+}

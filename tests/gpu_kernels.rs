@@ -1,0 +1,480 @@
+//! Each GPU kernel against its `vitmsn_kernels::scalar` reference on random small shapes,
+//! tails included (sizes that are not multiples of any tile or vector width).
+//! Few cases each: on a CPU adapter (lavapipe) every case is slow.
+
+#![cfg(feature = "gpu")]
+
+mod common;
+
+use proptest::prelude::*;
+use proptest::test_runner::{TestCaseResult, TestRunner};
+use std::cell::RefCell;
+use vitmsn::backend::Backend;
+use vitmsn::backend::Precision;
+use vitmsn::executor::{Plan, Slot};
+use vitmsn::graph::{ConstRole, Constant, Graph, Op};
+use vitmsn::tensor::F32Data;
+use vitmsn::{BackendKind, BackendOptions, Tensor};
+use vitmsn_kernels::{scalar, Activation, AttentionShape, Epilogue};
+
+const ACTIVATIONS: [Activation; 14] = [
+    Activation::Identity,
+    Activation::Gelu,
+    Activation::GeluTanh,
+    Activation::GeluFast,
+    Activation::QuickGelu,
+    Activation::Relu,
+    Activation::Relu6,
+    Activation::Relu2,
+    Activation::LeakyRelu,
+    Activation::Selu,
+    Activation::Silu,
+    Activation::Mish,
+    Activation::Tanh,
+    Activation::Sigmoid,
+];
+
+/// A GPU backend that runs one op at a time, shared by the cases of one test (created
+/// and dropped on the test's thread: wgpu keeps thread-local state).
+struct Gpu {
+    backend: Box<dyn Backend>,
+    precision: Precision,
+}
+
+impl Gpu {
+    /// `None` when the test is to be skipped (see `common::gpu_ready`).
+    fn new(precision: Precision) -> Option<Self> {
+        let options = BackendOptions {
+            precision,
+            ..Default::default()
+        };
+        common::gpu_ready(&options).then(|| Self {
+            backend: vitmsn::backend::create(BackendKind::Gpu, &options).unwrap(),
+            precision,
+        })
+    }
+
+    /// Runs `op` with `constants` as its weights (by `ConstId`) and `inputs` as its inputs
+    /// (in order), as the executor would; returns its outputs.
+    fn run(
+        &mut self,
+        op: Op,
+        constants: &[&[f32]],
+        inputs: &[&[f32]],
+        output_sizes: &[usize],
+    ) -> Vec<Vec<f32>> {
+        let constants = constants
+            .iter()
+            .enumerate()
+            .map(|(i, data)| Constant {
+                name: format!("constant {i}"),
+                shape: vec![data.len()],
+                data: F32Data::Owned(data.to_vec()),
+                role: ConstRole::Vector,
+            })
+            .collect();
+        self.backend.load_constants(constants).unwrap();
+        let mut graph = Graph::default();
+        let values: Vec<usize> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, data)| graph.input(&format!("input {i}"), data.len()))
+            .collect();
+        let outputs = graph.op_multi(op.clone(), &values, output_sizes);
+        for (i, (&value, &size)) in outputs.iter().zip(output_sizes).enumerate() {
+            graph.output(format!("output {i}"), value, vec![size]);
+        }
+        let plan = Plan::new(&graph);
+        let slots =
+            |values: &[usize]| -> Vec<Slot> { values.iter().map(|&v| plan.slot_of[v]).collect() };
+        self.backend.prepare(&graph, &plan).unwrap();
+        for (slot, data) in slots(&values).into_iter().zip(inputs) {
+            self.backend.write(slot, data).unwrap();
+        }
+        self.backend
+            .run(&op, &slots(&values), &slots(&outputs))
+            .unwrap();
+        let requests: Vec<(Slot, usize)> = slots(&outputs)
+            .into_iter()
+            .zip(output_sizes.iter().copied())
+            .collect();
+        self.backend.read(&requests).unwrap()
+    }
+}
+
+/// Runs `check` on `cases` values of `strategy` with one GPU, unless there is none.
+fn check_cases<S: Strategy>(
+    precision: Precision,
+    cases: u32,
+    strategy: S,
+    check: impl Fn(&mut Gpu, S::Value) -> TestCaseResult,
+) {
+    let Some(gpu) = Gpu::new(precision) else {
+        return;
+    };
+    let gpu = RefCell::new(gpu);
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(cases));
+    if let Err(e) = runner.run(&strategy, |value| check(&mut gpu.borrow_mut(), value)) {
+        panic!("{e}");
+    }
+}
+
+/// `len` values in [-scale, scale), reproducible from `seed` (xorshift).
+fn random_values(seed: u64, len: usize, scale: f32) -> Vec<f32> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// Fails the case when `ours` is further than `tolerance` from `reference`, relative to
+/// max(1, max|reference|).
+fn assert_close(what: &str, ours: &[f32], reference: &[f32], tolerance: f32) -> TestCaseResult {
+    let err = common::relative_error(
+        &Tensor::new(vec![ours.len()], ours.to_vec()),
+        &Tensor::new(vec![reference.len()], reference.to_vec()),
+    );
+    prop_assert!(
+        err <= tolerance,
+        "{what}: relative error {err:e} over {tolerance:e}"
+    );
+    Ok(())
+}
+
+/// A `Linear` on the GPU against `scalar::gemm`.
+fn check_linear(
+    gpu: &mut Gpu,
+    tolerance: f32,
+    (m, n, k, activation, bias, residual, seed): LinearCase,
+) -> TestCaseResult {
+    let a = random_values(seed, m * k, 1.0);
+    let w = random_values(seed + 1, n * k, 1.0);
+    let b = random_values(seed + 2, n, 1.0);
+    let r = random_values(seed + 3, m * n, 1.0);
+    let op = Op::Linear {
+        m,
+        n,
+        k,
+        weight: 0,
+        bias: bias.then_some(1),
+        activation,
+        residual,
+    };
+    let inputs: Vec<&[f32]> = if residual { vec![&a, &r] } else { vec![&a] };
+    let ours = gpu.run(op, &[&w, &b], &inputs, &[m * n]);
+    let mut reference = vec![0.0; m * n];
+    let epilogue = Epilogue {
+        bias: bias.then_some(b.as_slice()),
+        activation,
+        residual: residual.then_some(r.as_slice()),
+    };
+    scalar::gemm(m, n, k, &a, &w, &mut reference, &epilogue);
+    assert_close(
+        &format!("{:?} linear", gpu.precision),
+        &ours[0],
+        &reference,
+        tolerance,
+    )
+}
+
+/// m, n, k, activation, bias, residual, seed.
+type LinearCase = (usize, usize, usize, Activation, bool, bool, u64);
+
+fn linear_cases(max_size: usize) -> impl Strategy<Value = LinearCase> {
+    let size = 1..=max_size;
+    (
+        size.clone(),
+        size.clone(),
+        size,
+        prop::sample::select(ACTIVATIONS.to_vec()),
+        any::<bool>(),
+        any::<bool>(),
+        any::<u64>(),
+    )
+}
+
+#[test]
+fn linear_matches_reference_with_every_epilogue() {
+    check_cases(Precision::F32, 24, linear_cases(70), |gpu, case| {
+        check_linear(gpu, 1e-5, case)
+    });
+}
+
+#[test]
+fn linear_in_f16_stays_within_f16_rounding() {
+    check_cases(Precision::F16, 8, linear_cases(40), |gpu, case| {
+        check_linear(gpu, 1e-2, case)
+    });
+}
+
+/// Large enough for the 128×128 GEMM blocks (at least 128 of them), with tails in every
+/// dimension.
+#[test]
+fn linear_with_large_blocks_matches_reference() {
+    let Some(mut gpu) = Gpu::new(Precision::F32) else {
+        return;
+    };
+    check_linear(
+        &mut gpu,
+        1e-5,
+        (1540, 1290, 13, Activation::Gelu, true, true, 7),
+    )
+    .unwrap();
+}
+
+#[test]
+fn patch_embedding_matches_im2col_and_gemm() {
+    let patches = prop::sample::select(vec![1usize, 2, 3, 4, 5, 8]);
+    let strategy = (
+        1usize..=2,
+        1usize..=3,
+        patches,
+        1usize..=3,
+        1usize..=3,
+        0usize..3,
+        0usize..3,
+        1usize..=40,
+        any::<u64>(),
+    );
+    check_cases(
+        Precision::F32,
+        8,
+        strategy,
+        |gpu, (batch, channels, patch, grid_h, grid_w, extra_h, extra_w, dim, seed)| {
+            // Pixels past the last whole patch are dropped, as the convolution drops them.
+            let (height, width) = (
+                grid_h * patch + extra_h % patch,
+                grid_w * patch + extra_w % patch,
+            );
+            let (rows, k) = (batch * grid_h * grid_w, channels * patch * patch);
+            let pixels = random_values(seed, batch * channels * height * width, 1.0);
+            let weight = random_values(seed + 1, dim * k, 1.0);
+            let bias = random_values(seed + 2, dim, 1.0);
+            let op = Op::PatchEmbed {
+                batch,
+                channels,
+                height,
+                width,
+                patch,
+                dim,
+                weight: 0,
+                bias: 1,
+            };
+            let ours = gpu.run(op, &[&weight, &bias], &[&pixels], &[rows * dim]);
+            let mut patches = vec![0.0; rows * k];
+            scalar::im2col(batch, channels, height, width, patch, &pixels, &mut patches);
+            let mut reference = vec![0.0; rows * dim];
+            scalar::gemm(
+                rows,
+                dim,
+                k,
+                &patches,
+                &weight,
+                &mut reference,
+                &Epilogue {
+                    bias: Some(&bias),
+                    ..Epilogue::NONE
+                },
+            );
+            assert_close("patch embedding", &ours[0], &reference, 1e-5)
+        },
+    );
+}
+
+#[test]
+fn attention_matches_reference_with_head_scales_and_probs() {
+    let head_scales = prop::collection::vec(prop::sample::select(vec![0.0f32, 0.5, 1.0, 1.7]), 6);
+    let strategy = (
+        1usize..=2,
+        1usize..=80,
+        1usize..=3,
+        1usize..=17,
+        1usize..=2,
+        any::<usize>(),
+        any::<bool>(),
+        head_scales,
+        any::<u64>(),
+    );
+    check_cases(
+        Precision::F32,
+        16,
+        strategy,
+        |gpu, (batch, tokens, heads, head_dim, layers, layer_pick, probs, head_scales, seed)| {
+            let layer = layer_pick % layers;
+            let shape = AttentionShape {
+                batch,
+                tokens,
+                heads,
+                head_dim,
+            };
+            let hidden = heads * head_dim;
+            let qkv = random_values(seed, batch * tokens * 3 * hidden, 2.0);
+            let head_mask = &head_scales[..layers * heads];
+            let mut sizes = vec![batch * tokens * hidden];
+            if probs {
+                sizes.push(batch * heads * tokens * tokens);
+            }
+            let ours = gpu.run(
+                Op::Attention {
+                    shape,
+                    layer,
+                    probs,
+                },
+                &[],
+                &[&qkv, head_mask],
+                &sizes,
+            );
+            let mut context = vec![0.0; sizes[0]];
+            let mut reference_probs = vec![0.0; batch * heads * tokens * tokens];
+            let layer_scales = &head_mask[layer * heads..(layer + 1) * heads];
+            scalar::attention(
+                shape,
+                &qkv,
+                layer_scales,
+                &mut context,
+                Some(&mut reference_probs),
+            );
+            assert_close("context", &ours[0], &context, 1e-5)?;
+            if probs {
+                assert_close("probabilities", &ours[1], &reference_probs, 1e-5)?;
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn layer_norm_matches_reference() {
+    let strategy = (
+        1usize..=9,
+        1usize..=600,
+        prop::sample::select(vec![1e-12f32, 1e-5, 0.05]),
+        any::<u64>(),
+    );
+    check_cases(
+        Precision::F32,
+        8,
+        strategy,
+        |gpu, (rows, dim, eps, seed)| {
+            let x = random_values(seed, rows * dim, 3.0);
+            let gamma = random_values(seed + 1, dim, 1.5);
+            let beta = random_values(seed + 2, dim, 1.0);
+            let ours = gpu.run(
+                Op::LayerNorm {
+                    rows,
+                    dim,
+                    gamma: 0,
+                    beta: 1,
+                    eps,
+                },
+                &[&gamma, &beta],
+                &[&x],
+                &[rows * dim],
+            );
+            let mut reference = vec![0.0; rows * dim];
+            scalar::layer_norm(dim, &x, &gamma, &beta, eps, &mut reference);
+            assert_close("layer norm", &ours[0], &reference, 1e-5)
+        },
+    );
+}
+
+#[test]
+fn embedding_ops_match_reference_exactly() {
+    check_cases(
+        Precision::F32,
+        8,
+        (1usize..=3, 1usize..=20, 1usize..=40, any::<u64>()),
+        |gpu, (batch, patches, dim, seed)| {
+            let rows = batch * patches;
+            let embeddings = random_values(seed, rows * dim, 1.0);
+            let mask: Vec<f32> = random_values(seed + 1, rows, 1.0)
+                .iter()
+                .map(|&v| if v > 0.0 { 1.0 } else { 0.0 })
+                .collect();
+            let token = random_values(seed + 2, dim, 1.0);
+            let position = random_values(seed + 3, (patches + 1) * dim, 1.0);
+
+            let ours = gpu.run(
+                Op::MaskBlend {
+                    rows,
+                    dim,
+                    mask_token: 0,
+                },
+                &[&token],
+                &[&embeddings, &mask],
+                &[rows * dim],
+            );
+            let mut reference = vec![0.0; rows * dim];
+            scalar::mask_blend(dim, &embeddings, &mask, &token, &mut reference);
+            assert_close("mask blend", &ours[0], &reference, 0.0)?;
+
+            let tokens = patches + 1;
+            let op = Op::ClsPosition {
+                batch,
+                patches,
+                dim,
+                cls: 0,
+            };
+            let ours = gpu.run(
+                op,
+                &[&token],
+                &[&embeddings, &position],
+                &[batch * tokens * dim],
+            );
+            let mut reference = vec![0.0; batch * tokens * dim];
+            scalar::cls_and_position(
+                batch,
+                patches,
+                dim,
+                &embeddings,
+                &token,
+                &position,
+                &mut reference,
+            );
+            assert_close("cls and position", &ours[0], &reference, 0.0)?;
+
+            let ours = gpu.run(
+                Op::SelectCls {
+                    batch,
+                    tokens: patches,
+                    dim,
+                },
+                &[],
+                &[&embeddings],
+                &[batch * dim],
+            );
+            let mut reference = vec![0.0; batch * dim];
+            scalar::select_cls(batch, patches, dim, &embeddings, &mut reference);
+            assert_close("select cls", &ours[0], &reference, 0.0)
+        },
+    );
+}
+
+/// One workgroup per row: 70 000 rows exceed the 65 535 workgroups a grid dimension
+/// usually allows, so the grid is folded into two dimensions.
+#[test]
+fn layer_norm_with_a_folded_grid_matches_reference() {
+    let Some(mut gpu) = Gpu::new(Precision::F32) else {
+        return;
+    };
+    let (rows, dim, eps) = (70_000, 3, 1e-5);
+    let x = random_values(1, rows * dim, 3.0);
+    let (gamma, beta) = (random_values(2, dim, 1.5), random_values(3, dim, 1.0));
+    let op = Op::LayerNorm {
+        rows,
+        dim,
+        gamma: 0,
+        beta: 1,
+        eps,
+    };
+    let ours = gpu.run(op, &[&gamma, &beta], &[&x], &[rows * dim]);
+    let mut reference = vec![0.0; rows * dim];
+    scalar::layer_norm(dim, &x, &gamma, &beta, eps, &mut reference);
+    // Near-constant rows of three amplify the rounding of a differently ordered mean.
+    assert_close("layer norm", &ours[0], &reference, 1e-4).unwrap();
+}
