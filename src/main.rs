@@ -114,7 +114,10 @@ impl Flags {
     }
 
     fn backend(&self) -> Result<(BackendKind, BackendOptions)> {
-        let kind = BackendKind::parse(self.get("backend").unwrap_or("scalar"))?;
+        let kind = match self.get("backend") {
+            Some(name) => BackendKind::parse(name)?,
+            None => BackendKind::default_for_this_cpu(),
+        };
         let threads = self
             .get("threads")
             .map(|t| {

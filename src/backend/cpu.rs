@@ -2,7 +2,7 @@
 //! CPU (AVX2/FMA, NEON, or the portable fallback), threaded over one persistent pool.
 //! Linear weights are packed for the GEMM micro-kernel at load and the originals dropped.
 
-use super::host::HostSlots;
+use super::host::{self, HostSlots};
 use super::Backend;
 use crate::error::Result;
 use crate::executor::{Plan, Slot};
@@ -129,35 +129,6 @@ impl Backend for CpuBackend {
                 };
                 gemm_packed(rows, patches, packed(weight), &mut out[0], &epilogue, pool);
             }
-            Op::MaskBlend {
-                rows,
-                dim,
-                mask_token,
-            } => {
-                scalar::mask_blend(
-                    dim,
-                    &input.get(0)[..rows * dim],
-                    input.get(1),
-                    values(mask_token),
-                    &mut out[0],
-                );
-            }
-            Op::ClsPosition {
-                batch,
-                patches,
-                dim,
-                cls,
-            } => {
-                scalar::cls_and_position(
-                    batch,
-                    patches,
-                    dim,
-                    input.get(0),
-                    values(cls),
-                    input.get(1),
-                    &mut out[0],
-                );
-            }
             Op::LayerNorm {
                 rows,
                 dim,
@@ -216,8 +187,8 @@ impl Backend for CpuBackend {
                     attention_scratch,
                 );
             }
-            Op::SelectCls { batch, tokens, dim } => {
-                scalar::select_cls(batch, tokens, dim, input.get(0), &mut out[0]);
+            Op::MaskBlend { .. } | Op::ClsPosition { .. } | Op::SelectCls { .. } => {
+                host::run_data_movement(op, input, &mut out[0], values)
             }
         });
         Ok(())

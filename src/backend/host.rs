@@ -1,6 +1,8 @@
 //! Slot buffers in host memory, shared by the CPU-side backends.
 
 use crate::executor::{Plan, Slot};
+use crate::graph::{ConstId, Op};
+use vitmsn_kernels::scalar;
 
 /// One `Vec<f32>` per plan slot.
 #[derive(Default)]
@@ -64,5 +66,51 @@ impl HostSlots {
             self.slots[slot] = buffer;
         }
         result
+    }
+}
+
+/// Runs the data-movement ops (`MaskBlend`, `ClsPosition`, `SelectCls`), which every
+/// CPU-side backend runs with the reference loops: they are a negligible share of a
+/// forward. `constant` reads a constant's values.
+pub fn run_data_movement<'c>(
+    op: &Op,
+    input: &OpInputs,
+    out: &mut [f32],
+    constant: impl Fn(ConstId) -> &'c [f32],
+) {
+    match *op {
+        Op::MaskBlend {
+            rows,
+            dim,
+            mask_token,
+        } => {
+            scalar::mask_blend(
+                dim,
+                &input.get(0)[..rows * dim],
+                input.get(1),
+                constant(mask_token),
+                out,
+            );
+        }
+        Op::ClsPosition {
+            batch,
+            patches,
+            dim,
+            cls,
+        } => {
+            scalar::cls_and_position(
+                batch,
+                patches,
+                dim,
+                input.get(0),
+                constant(cls),
+                input.get(1),
+                out,
+            );
+        }
+        Op::SelectCls { batch, tokens, dim } => {
+            scalar::select_cls(batch, tokens, dim, input.get(0), out)
+        }
+        _ => unreachable!("{op:?} is not a data-movement op"),
     }
 }

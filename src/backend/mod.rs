@@ -56,6 +56,14 @@ impl BackendKind {
         }
     }
 
+    /// `cpu` where the kernels have a SIMD version for this CPU, else `scalar`.
+    pub fn default_for_this_cpu() -> Self {
+        match vitmsn_kernels::Isa::detect() {
+            vitmsn_kernels::Isa::Scalar => Self::Scalar,
+            _ => Self::Cpu,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Scalar => "scalar",

@@ -1,7 +1,7 @@
 //! The reference backend: every op is the plain loop of `vitmsn_kernels::scalar`, in
 //! f32 on one thread. Other backends are tested against it.
 
-use super::host::HostSlots;
+use super::host::{self, HostSlots};
 use super::Backend;
 use crate::error::Result;
 use crate::executor::{Plan, Slot};
@@ -72,35 +72,6 @@ impl Backend for ScalarBackend {
                     &epilogue,
                 );
             }
-            Op::MaskBlend {
-                rows,
-                dim,
-                mask_token,
-            } => {
-                scalar::mask_blend(
-                    dim,
-                    &input.get(0)[..rows * dim],
-                    input.get(1),
-                    constant(mask_token),
-                    &mut out[0],
-                );
-            }
-            Op::ClsPosition {
-                batch,
-                patches,
-                dim,
-                cls,
-            } => {
-                scalar::cls_and_position(
-                    batch,
-                    patches,
-                    dim,
-                    input.get(0),
-                    constant(cls),
-                    input.get(1),
-                    &mut out[0],
-                );
-            }
             Op::LayerNorm {
                 rows,
                 dim,
@@ -149,8 +120,8 @@ impl Backend for ScalarBackend {
                 let probs = probs.first_mut().map(|p| p.as_mut_slice());
                 scalar::attention(shape, input.get(0), head_scale, context, probs);
             }
-            Op::SelectCls { batch, tokens, dim } => {
-                scalar::select_cls(batch, tokens, dim, input.get(0), &mut out[0]);
+            Op::MaskBlend { .. } | Op::ClsPosition { .. } | Op::SelectCls { .. } => {
+                host::run_data_movement(op, input, &mut out[0], constant)
             }
         });
         Ok(())
