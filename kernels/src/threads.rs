@@ -3,11 +3,13 @@
 //!
 //! Work is split the same way for any thread count, so results never depend on it.
 //!
-//! A forward pass posts about a hundred jobs, a few hundred microseconds apart. Waking a
-//! parked thread costs tens of microseconds, so idle workers and a waiting caller first
-//! spin on an atomic for a short while and park on a condition variable only after it.
+//! A forward pass posts about a hundred jobs in quick succession. Waking a thread parked
+//! on a condition variable costs tens of microseconds once its core has gone idle, so idle
+//! workers and a waiting caller first spin on an atomic for a short while and park only
+//! after it.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -44,6 +46,8 @@ struct Shared {
     next_task: AtomicUsize,
     /// Workers that joined the current job and have not left it yet.
     inside: AtomicUsize,
+    /// A task panicked on a worker: `run` panics in turn rather than return half done.
+    worker_panicked: AtomicBool,
 }
 
 impl Shared {
@@ -74,6 +78,7 @@ impl ThreadPool {
             epoch: AtomicU64::new(0),
             next_task: AtomicUsize::new(0),
             inside: AtomicUsize::new(0),
+            worker_panicked: AtomicBool::new(false),
         });
         let workers = (1..threads.max(1))
             .map(|i| {
@@ -108,6 +113,7 @@ impl ThreadPool {
         let _one_job = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         let shared = &*self.shared;
         shared.next_task.store(0, Ordering::Relaxed);
+        shared.worker_panicked.store(false, Ordering::Relaxed);
         {
             let mut state = shared.lock();
             // SAFETY: erases the closure's lifetime; this function does not return before
@@ -119,9 +125,24 @@ impl ThreadPool {
                 shared.wake.notify_all();
             }
         }
-        take_tasks(shared, task, tasks);
-        // Every task is taken: withdraw the job so no late worker joins, then wait for
-        // those inside to finish theirs.
+        {
+            let _withdraw = WithdrawOnExit(shared);
+            take_tasks(shared, task, tasks);
+        }
+        if shared.worker_panicked.swap(false, Ordering::Relaxed) {
+            panic!("a task panicked on a worker thread");
+        }
+    }
+}
+
+/// Withdraws the posted job and waits for the workers inside it to leave, when `run`
+/// returns and also when a task panics on the calling thread: the job's closure must
+/// outlive every worker's use of it.
+struct WithdrawOnExit<'a>(&'a Shared);
+
+impl Drop for WithdrawOnExit<'_> {
+    fn drop(&mut self) {
+        let shared = self.0;
         shared.lock().job = None;
         let start = Instant::now();
         while shared.inside.load(Ordering::Acquire) > 0 && start.elapsed() < SPIN {
@@ -184,7 +205,10 @@ fn worker_loop(shared: &Shared) {
         };
         // SAFETY: this worker counted itself inside while the job was posted, and `run`
         // keeps the closure alive until no worker is inside.
-        take_tasks(shared, unsafe { &*task }, tasks);
+        let task = unsafe { &*task };
+        if catch_unwind(AssertUnwindSafe(|| take_tasks(shared, task, tasks))).is_err() {
+            shared.worker_panicked.store(true, Ordering::Relaxed);
+        }
         if shared.inside.fetch_sub(1, Ordering::Release) == 1 {
             // Taking the lock orders this notification after `run`'s check under it.
             let _state = shared.lock();
@@ -223,6 +247,26 @@ mod tests {
                 assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
             }
         }
+    }
+
+    #[test]
+    fn a_panicking_task_panics_run_and_spares_the_pool() {
+        let pool = ThreadPool::new(2);
+        for _ in 0..20 {
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                pool.run(8, &|i| {
+                    if i == 5 {
+                        panic!("task 5");
+                    }
+                })
+            }));
+            assert!(outcome.is_err());
+        }
+        let hits = AtomicUsize::new(0);
+        pool.run(8, &|_| {
+            hits.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(hits.load(Ordering::Relaxed), 8);
     }
 
     #[test]

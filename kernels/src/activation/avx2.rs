@@ -275,47 +275,101 @@ unsafe fn tanh_softplus(x: __m256) -> __m256 {
     _mm256_blendv_ps(t, splat(1.0), _mm256_cmp_ps::<_CMP_GT_OQ>(x, splat(20.0)))
 }
 
-/// erf(z)/z = P(z²) on |z| < 1, a Chebyshev fit (relative error 1.2e-9 before rounding)
-/// whose constant term is the limit at 0, 2/√π.
-const ERF_SMALL: [f32; 7] = [
-    7.875875e-5,
-    -8.0168643e-4,
-    5.1890872e-3,
-    -2.6854211e-2,
-    1.1283594e-1,
-    -3.7612626e-1,
-    std::f32::consts::FRAC_2_SQRT_PI,
+/// erf on eight pieces of `[0, 4]`, each half a unit wide: piece `i` is a degree-6
+/// Chebyshev fit in `t = 2|z| − i − 0.5 ∈ [−0.5, 0.5]`, within 7e-8 of erf after f32
+/// rounding. Row `j` holds the coefficient of `t^(6 − j)` for the eight pieces, so that one
+/// lane-wise permute picks each lane's coefficient: one polynomial per lane instead of a
+/// blend of several.
+const ERF_PIECES: [[f32; 8]; 7] = [
+    [
+        -6.169975e-4,
+        -4.1592537e-4,
+        3.232006e-4,
+        1.4123674e-4,
+        -4.3674198e-5,
+        -2.6040527e-5,
+        -4.2574607e-6,
+        -3.205026e-7,
+    ],
+    [
+        2.4470985e-3,
+        -1.6018725e-3,
+        -1.4617854e-3,
+        1.8654132e-4,
+        3.3066343e-4,
+        8.8307854e-5,
+        1.0394056e-5,
+        6.3136685e-7,
+    ],
+    [
+        7.934272e-3,
+        9.41744e-3,
+        -3.8376273e-4,
+        -3.0065347e-3,
+        -1.1929247e-3,
+        -2.0361428e-4,
+        -1.7893095e-5,
+        -8.626436e-7,
+    ],
+    [
+        -3.8639553e-2,
+        3.3408932e-3,
+        2.0940388e-2,
+        1.1272211e-2,
+        2.7158714e-3,
+        3.447757e-4,
+        2.440247e-5,
+        9.889808e-7,
+    ],
+    [
+        -6.6250816e-2,
+        -1.2054956e-1,
+        -7.391289e-2,
+        -2.3089057e-2,
+        -4.0175477e-3,
+        -4.0306617e-4,
+        -2.371663e-5,
+        -8.264189e-7,
+    ],
+    [
+        5.300068e-1,
+        3.2146576e-1,
+        1.18260615e-1,
+        2.6387418e-2,
+        3.5711501e-3,
+        2.9314714e-4,
+        1.459682e-5,
+        4.4094242e-7,
+    ],
+    [
+        2.763264e-1,
+        7.1115565e-1,
+        9.2290014e-1,
+        9.866717e-1,
+        9.985373e-1,
+        9.998994e-1,
+        9.999957e-1,
+        9.999999e-1,
+    ],
 ];
 
-/// erf(z) = Q(z − 2.5) on 1 ≤ z ≤ 4, a Chebyshev fit (1e-8 before rounding, 7e-8 after).
-/// A direct polynomial costs fewer instructions than `1 − e^{−z²}·R(z)`.
-const ERF_LARGE: [f32; 15] = [
-    8.8379664e-7,
-    4.8799006e-7,
-    -1.5667485e-5,
-    1.7837625e-5,
-    8.093342e-5,
-    -2.70836e-4,
-    2.5899912e-4,
-    5.606544e-4,
-    -2.797779e-3,
-    6.1089164e-3,
-    -8.622514e-3,
-    8.351824e-3,
-    -5.4457025e-3,
-    2.1781803e-3,
-    9.99593e-1,
-];
-
-/// erf(z) to within 1e-7 absolute: `z·P(z²)` below 1, `Q(z)` from 1 to 4, and ±1 beyond
-/// (where erf rounds to ±1 in f32).
+/// erf(z) to within 1e-7 absolute, from `ERF_PIECES` up to |z| = 4 (beyond which erf
+/// rounds to ±1 in f32, as the last piece does at 4).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn erf(z: __m256) -> __m256 {
     let sign_bit = splat(-0.0);
-    let a = _mm256_min_ps(_mm256_andnot_ps(sign_bit, z), splat(4.0));
-    let small = _mm256_mul_ps(a, polynomial(_mm256_mul_ps(a, a), &ERF_SMALL));
-    let large = polynomial(_mm256_sub_ps(a, splat(2.5)), &ERF_LARGE);
-    let magnitude = _mm256_blendv_ps(large, small, _mm256_cmp_ps::<_CMP_LT_OQ>(a, splat(1.0)));
-    _mm256_or_ps(magnitude, _mm256_and_ps(z, sign_bit))
+    let twice = _mm256_mul_ps(
+        splat(2.0),
+        _mm256_min_ps(_mm256_andnot_ps(sign_bit, z), splat(4.0)),
+    );
+    let piece = _mm256_min_epi32(_mm256_cvttps_epi32(twice), _mm256_set1_epi32(7));
+    let t = _mm256_sub_ps(twice, _mm256_add_ps(_mm256_cvtepi32_ps(piece), splat(0.5)));
+    let coefficient =
+        |row: &[f32; 8]| _mm256_permutevar8x32_ps(_mm256_loadu_ps(row.as_ptr()), piece);
+    let mut acc = coefficient(&ERF_PIECES[0]);
+    for row in &ERF_PIECES[1..] {
+        acc = _mm256_fmadd_ps(acc, t, coefficient(row));
+    }
+    _mm256_or_ps(acc, _mm256_and_ps(z, sign_bit))
 }

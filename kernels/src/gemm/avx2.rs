@@ -52,14 +52,18 @@ unsafe fn kernel_6x16(
     accumulate: bool,
     epilogue: Option<&TileEpilogue>,
 ) {
-    // Start fetching the C tile now: it is needed only after the K loop.
-    for r in 0..MR {
-        let row = c.wrapping_add(r * ldc) as *const i8;
-        _mm_prefetch::<_MM_HINT_T0>(row);
-        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(NR * 4 - 1));
+    // Start fetching the C (and residual) tile now: they are needed only after the K loop.
+    let residual = epilogue.and_then(|e| e.residual);
+    for tile in std::iter::once(c.cast_const()).chain(residual) {
+        for r in 0..MR {
+            let row = tile.wrapping_add(r * ldc).cast::<i8>();
+            _mm_prefetch::<_MM_HINT_T0>(row);
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(NR * 4 - 1));
+        }
     }
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-    for p in 0..depth {
+    // One step: the outer product of A's column p (MR values) and B's row p (NR values).
+    let mut step = |p: usize| {
         // SAFETY: step p of each panel lies within the MR·depth and NR·depth values the
         // caller guarantees.
         unsafe {
@@ -71,7 +75,13 @@ unsafe fn kernel_6x16(
                 acc_row[1] = _mm256_fmadd_ps(a_value, b_hi, acc_row[1]);
             }
         }
+    };
+    // Unrolled so that the six row addresses of A are computed once per eight steps.
+    let unrolled = depth - depth % 8;
+    for p in (0..unrolled).step_by(8) {
+        (p..p + 8).for_each(&mut step);
     }
+    (unrolled..depth).for_each(step);
     // SAFETY: the tile lies in C, which the caller vouches for.
     let row = |r: usize, half: usize| unsafe { c.add(r * ldc + half * 8) };
     if accumulate {
@@ -93,7 +103,7 @@ unsafe fn kernel_6x16(
         }
         // SAFETY: the CPU has AVX2 and FMA.
         unsafe { apply_all(e.activation, acc.as_flattened_mut()) };
-        if let Some(residual) = e.residual {
+        if let Some(residual) = residual {
             for (r, acc_row) in acc.iter_mut().enumerate() {
                 for (half, sum) in acc_row.iter_mut().enumerate() {
                     // SAFETY: the residual has C's tile shape and stride.

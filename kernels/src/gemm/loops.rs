@@ -250,31 +250,13 @@ fn multiply_block<K: GemmKernel>(
     let (n, k) = (w.n, w.k);
     let n_padded = n.div_ceil(K::NR) * K::NR;
     let m_panels = rows.len().div_ceil(K::MR);
-    let b_panel = |p0: usize, d: usize, jp: usize| {
-        &w.panels.as_slice()[p0 * n_padded + jp * d * K::NR..][..d * K::NR]
-    };
-    let mut blocks = k_blocks(k, w.block_depth).peekable();
-    while let Some((p0, d)) = blocks.next() {
+    for (p0, d) in k_blocks(k, w.block_depth) {
         pack_a::<K>(ops.a, k, rows.clone(), p0, d, packed_a);
-        let next_block = blocks.peek().copied();
+        let last = p0 + d >= k;
         for jp in panels.clone() {
-            let b = b_panel(p0, d, jp);
-            // The panel that comes after this one, fetched a slice per A panel so it is
-            // in cache by the time the current one is done: weights larger than L2
-            // otherwise arrive at the latency of L3 or memory, not its bandwidth.
-            let next_b = match next_block {
-                _ if jp + 1 < panels.end => b_panel(p0, d, jp + 1),
-                Some((next_p0, next_d)) => b_panel(next_p0, next_d, panels.start),
-                None => &[],
-            };
-            let lines_per_call = next_b.len().div_ceil(CACHE_LINE_FLOATS * m_panels);
+            let b = &w.panels.as_slice()[p0 * n_padded + jp * d * K::NR..][..d * K::NR];
             let j = jp * K::NR;
             for ip in 0..m_panels {
-                next_b
-                    .chunks(CACHE_LINE_FLOATS)
-                    .skip(ip * lines_per_call)
-                    .take(lines_per_call)
-                    .for_each(prefetch);
                 let a_panel = &packed_a[ip * K::MR * d..][..K::MR * d];
                 let i = rows.start + ip * K::MR;
                 let corner = Corner {
@@ -283,22 +265,10 @@ fn multiply_block<K: GemmKernel>(
                     rows: K::MR.min(rows.end - i),
                     cols: K::NR.min(n - j),
                 };
-                multiply_tile::<K>(ops, d, a_panel, b, corner, p0 > 0, next_block.is_none());
+                multiply_tile::<K>(ops, d, a_panel, b, corner, p0 > 0, last);
             }
         }
     }
-}
-
-/// Starts loading the cache line of `data` into L2 (a no-op where there is no hint).
-#[inline]
-fn prefetch(data: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch hint never faults, and SSE is part of x86-64.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(data.as_ptr().cast())
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
 }
 
 /// Where a tile sits in C and how much of it is inside C.

@@ -7,8 +7,8 @@
 //! and is then reused, so a warm call allocates nothing. `loops` holds the loop nest and
 //! the packing; each instruction set supplies one small micro-kernel behind
 //! [`GemmKernel`] that multiplies an `MR×depth` panel of A by a `depth×NR` panel of B and
-//! finishes the tile: after the last K block it applies `act(c + bias) + residual` in
-//! registers, so the epilogue costs no extra pass over C.
+//! finishes the tile: after the last K block it applies `act(c + bias) + residual` to the
+//! tile it just summed (in registers, for AVX2), so the epilogue costs no pass over C.
 //!
 //! Threads split C into blocks of rows (and of columns when there are too few rows);
 //! K is never split, so each element is summed in the same order whatever the thread
