@@ -138,9 +138,13 @@ pub struct AttentionShape {
     pub head_dim: usize,
 }
 
-/// The instruction sets the kernels have versions for, best first.
+/// The instruction sets the kernels have versions for, best first. A kernel without a
+/// version for an instruction set runs the best one it has below it (AVX-512 CPUs run
+/// AVX2 code; anything else runs the reference).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {
+    /// AVX-512F, on top of AVX2 and FMA.
+    Avx512,
     Avx2Fma,
     Neon,
     Scalar,
@@ -149,15 +153,31 @@ pub enum Isa {
 impl Isa {
     /// The best instruction set this CPU supports.
     pub fn detect() -> Self {
+        Self::supported()[0]
+    }
+
+    /// Every instruction set this CPU runs, best first; `Scalar` is always last.
+    pub fn supported() -> Vec<Self> {
+        [Isa::Avx512, Isa::Avx2Fma, Isa::Neon, Isa::Scalar]
+            .into_iter()
+            .filter(|isa| isa.is_supported())
+            .collect()
+    }
+
+    /// Whether this CPU can run the kernels of `self`.
+    pub fn is_supported(self) -> bool {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return Isa::Avx2Fma;
+        let avx2_fma = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma => avx2_fma,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx2_fma && std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            _ => false,
         }
-        #[cfg(target_arch = "aarch64")]
-        if std::arch::is_aarch64_feature_detected!("neon") {
-            return Isa::Neon;
-        }
-        Isa::Scalar
     }
 }

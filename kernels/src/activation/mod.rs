@@ -11,30 +11,21 @@ use crate::{Activation, Isa};
 
 /// Applies `act` to every element of `x` in place, with `isa`'s vector instructions.
 ///
-/// Panics if `isa` is `Isa::Avx2Fma` and this CPU lacks AVX2 or FMA. Instruction sets
-/// without a vectorised version here (NEON, scalar) run the reference.
+/// Panics if this CPU lacks `isa`. Instruction sets without a vectorised version here
+/// (NEON, scalar) run the reference; AVX-512 runs the AVX2 version.
 pub fn activation_inplace(isa: Isa, act: Activation, x: &mut [f32]) {
     if act == Activation::Identity {
         return;
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma => {
-            assert_avx2_fma();
+        Isa::Avx2Fma | Isa::Avx512 => {
+            assert!(isa.is_supported(), "this CPU lacks {isa:?}");
             // SAFETY: the CPU supports AVX2 and FMA, checked just above.
             unsafe { avx2::apply_slice(act, x) }
         }
         _ => crate::scalar::activation(act, x),
     }
-}
-
-/// Panics unless the CPU can run the `Isa::Avx2Fma` kernels; the check is a cached load.
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn assert_avx2_fma() {
-    assert!(
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
-        "Isa::Avx2Fma requested on a CPU without AVX2 and FMA"
-    );
 }
 
 #[cfg(test)]
@@ -79,7 +70,7 @@ mod tests {
 
         #[test]
         fn vectorised_matches_the_reference(act in (0..ALL.len()).prop_map(|i| ALL[i]), xs in prop::collection::vec(input(), 1..40)) {
-            if Isa::detect() != Isa::Avx2Fma {
+            if !Isa::Avx2Fma.is_supported() {
                 return Ok(());
             }
             let mut got = xs.clone();

@@ -424,13 +424,11 @@ pub fn attention(
             "probs too short"
         );
     }
-    if isa != Isa::Scalar {
-        assert_eq!(Isa::detect(), isa, "this CPU lacks {isa:?}");
-    }
+    assert!(isa.is_supported(), "this CPU lacks {isa:?}");
     match isa {
-        // SAFETY (both): checked above that the CPU supports `isa`.
+        // SAFETY (both): checked above that the CPU supports `isa` (AVX-512 implies AVX2).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma => unsafe {
+        Isa::Avx2Fma | Isa::Avx512 => unsafe {
             blocked_attention::<avx2::Avx2>(shape, qkv, head_scale, context, probs, pool, scratch)
         },
         #[cfg(target_arch = "aarch64")]

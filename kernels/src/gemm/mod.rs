@@ -86,9 +86,8 @@ impl PackedWeights {
     /// Packs `w`, stored `[n×k]` row-major (PyTorch's `nn.Linear` layout), for `isa`'s
     /// kernel.
     ///
-    /// Panics if `w` is shorter than `n·k`, or if `isa` is `Isa::Avx2Fma` on a CPU
-    /// without AVX2 and FMA. An instruction set with no kernel on this architecture gets
-    /// the portable one.
+    /// Panics if `w` is shorter than `n·k`, or if this CPU lacks `isa`. An instruction set
+    /// with no kernel on this architecture gets the portable one; AVX-512 the AVX2 one.
     pub fn new(isa: Isa, n: usize, k: usize, w: &[f32]) -> Self {
         assert!(
             w.len() >= n * k,
@@ -97,8 +96,8 @@ impl PackedWeights {
         );
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma => {
-                crate::activation::assert_avx2_fma();
+            Isa::Avx2Fma | Isa::Avx512 => {
+                assert!(isa.is_supported(), "this CPU lacks {isa:?}");
                 loops::pack_weights::<avx2::Avx2Fma>(isa, n, k, w)
             }
             #[cfg(target_arch = "aarch64")]
@@ -137,7 +136,7 @@ pub fn gemm_packed(
 ) {
     match w.isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma => loops::gemm::<avx2::Avx2Fma>(m, a, w, c, epilogue, pool),
+        Isa::Avx2Fma | Isa::Avx512 => loops::gemm::<avx2::Avx2Fma>(m, a, w, c, epilogue, pool),
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => loops::gemm::<neon::Neon>(m, a, w, c, epilogue, pool),
         _ => loops::gemm::<portable::Portable>(m, a, w, c, epilogue, pool),
@@ -167,14 +166,9 @@ mod tests {
         Activation::Sigmoid,
     ];
 
-    /// Every instruction set this CPU runs: the detected one and the portable fallback.
+    /// Every instruction set this CPU runs, down to the portable fallback.
     fn isas() -> Vec<Isa> {
-        let best = Isa::detect();
-        if best == Isa::Scalar {
-            vec![Isa::Scalar]
-        } else {
-            vec![best, Isa::Scalar]
-        }
+        Isa::supported()
     }
 
     /// Deterministic pseudo-random values in `[-1, 1)`.

@@ -38,9 +38,7 @@ pub fn layer_norm(
         gamma.len() >= dim && beta.len() >= dim,
         "gamma or beta too short"
     );
-    if isa != Isa::Scalar {
-        assert_eq!(Isa::detect(), isa, "this CPU lacks {isa:?}");
-    }
+    assert!(isa.is_supported(), "this CPU lacks {isa:?}");
     let out = DisjointMut::new(&mut out[..rows * dim]);
     pool.run(rows.div_ceil(ROWS_PER_TASK), &|task| {
         let first = task * ROWS_PER_TASK;
@@ -49,9 +47,11 @@ pub fn layer_norm(
         // SAFETY: task `task` alone writes its block of rows.
         let out = unsafe { out.piece(first * dim, len) };
         match isa {
-            // SAFETY (both): checked above that the CPU supports `isa`.
+            // SAFETY (both): checked above that the CPU supports `isa` (AVX-512 implies AVX2).
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma => unsafe { avx2::layer_norm(dim, x, gamma, beta, eps, out) },
+            Isa::Avx2Fma | Isa::Avx512 => unsafe {
+                avx2::layer_norm(dim, x, gamma, beta, eps, out)
+            },
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => unsafe { neon::layer_norm(dim, x, gamma, beta, eps, out) },
             _ => scalar::layer_norm(dim, x, gamma, beta, eps, out),
