@@ -17,23 +17,6 @@ use vitmsn::tensor::F32Data;
 use vitmsn::{BackendKind, BackendOptions, Tensor};
 use vitmsn_kernels::{scalar, Activation, AttentionShape, Epilogue};
 
-const ACTIVATIONS: [Activation; 14] = [
-    Activation::Identity,
-    Activation::Gelu,
-    Activation::GeluTanh,
-    Activation::GeluFast,
-    Activation::QuickGelu,
-    Activation::Relu,
-    Activation::Relu6,
-    Activation::Relu2,
-    Activation::LeakyRelu,
-    Activation::Selu,
-    Activation::Silu,
-    Activation::Mish,
-    Activation::Tanh,
-    Activation::Sigmoid,
-];
-
 /// A GPU backend that runs one op at a time, shared by the cases of one test (created
 /// and dropped on the test's thread: wgpu keeps thread-local state).
 struct Gpu {
@@ -191,7 +174,7 @@ fn linear_cases(max_size: usize) -> impl Strategy<Value = LinearCase> {
         size.clone(),
         size.clone(),
         size,
-        prop::sample::select(ACTIVATIONS.to_vec()),
+        prop::sample::select(Activation::ALL.to_vec()),
         any::<bool>(),
         any::<bool>(),
         any::<u64>(),

@@ -40,6 +40,24 @@ const SELU_ALPHA: f32 = 1.673_263_2;
 const SELU_SCALE: f32 = 1.050_701;
 
 impl Activation {
+    /// Every variant, for tests that cover them all.
+    pub const ALL: [Activation; 14] = [
+        Self::Identity,
+        Self::Gelu,
+        Self::GeluTanh,
+        Self::GeluFast,
+        Self::QuickGelu,
+        Self::Relu,
+        Self::Relu6,
+        Self::Relu2,
+        Self::LeakyRelu,
+        Self::Selu,
+        Self::Silu,
+        Self::Mish,
+        Self::Tanh,
+        Self::Sigmoid,
+    ];
+
     /// Looks up a `hidden_act` name as transformers spells it.
     pub fn from_name(name: &str) -> Option<Self> {
         Some(match name {
