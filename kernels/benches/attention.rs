@@ -26,8 +26,16 @@ fn inputs(len: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Every SIMD instruction set this CPU runs (the reference is far too slow to bench here),
+/// so that one run compares them on the same machine state.
+fn simd_isas() -> Vec<Isa> {
+    Isa::supported()
+        .into_iter()
+        .filter(|&isa| isa != Isa::Scalar)
+        .collect()
+}
+
 fn bench_attention(c: &mut Criterion) {
-    let isa = Isa::detect();
     let mut group = c.benchmark_group("attention_flops");
     group
         .sample_size(10)
@@ -47,12 +55,12 @@ fn bench_attention(c: &mut Criterion) {
         group.throughput(Throughput::Elements(
             (4 * tokens * tokens * head_dim * heads) as u64,
         ));
-        for threads in [1, 2] {
+        for (isa, threads) in simd_isas().into_iter().flat_map(|i| [(i, 1), (i, 2)]) {
             let pool = ThreadPool::new(threads);
             let mut scratch = AttentionScratch::new(shape, threads);
             let id = BenchmarkId::new(
                 format!("T{tokens}_H{heads}_d{head_dim}"),
-                format!("{threads}t"),
+                format!("{isa:?}/{threads}t"),
             );
             group.bench_function(id, |b| {
                 b.iter(|| {
@@ -74,7 +82,6 @@ fn bench_attention(c: &mut Criterion) {
 }
 
 fn bench_layer_norm(c: &mut Criterion) {
-    let isa = Isa::detect();
     let mut group = c.benchmark_group("layer_norm_bytes");
     for (rows, dim) in [(197, 768), (197 * 8, 768), (1025, 1024)] {
         let x = inputs(rows * dim);
@@ -83,10 +90,10 @@ fn bench_layer_norm(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(
             (2 * rows * dim * size_of::<f32>()) as u64,
         ));
-        for threads in [1, 2] {
+        for (isa, threads) in simd_isas().into_iter().flat_map(|i| [(i, 1), (i, 2)]) {
             let pool = ThreadPool::new(threads);
             group.bench_function(
-                BenchmarkId::new(format!("{rows}x{dim}"), format!("{threads}t")),
+                BenchmarkId::new(format!("{rows}x{dim}"), format!("{isa:?}/{threads}t")),
                 |b| {
                     b.iter(|| {
                         layer_norm(

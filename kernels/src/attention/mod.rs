@@ -8,6 +8,8 @@
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
 mod disjoint;
 pub(crate) mod expf;
 #[cfg(target_arch = "aarch64")]
@@ -21,15 +23,17 @@ use std::sync::{Mutex, MutexGuard};
 use crate::threads::ThreadPool;
 use crate::{scalar, AttentionShape, Isa};
 
-/// Query rows of one register tile.
-const TILE_ROWS: usize = 6;
-/// Keys per packed key panel, the width of one score tile.
-const PANEL_KEYS: usize = 16;
-/// Value columns per context tile; packed values are padded to a multiple of it.
-const TILE_COLS: usize = 16;
+/// Upper bound on [`Kernels::TILE_ROWS`].
+const MAX_TILE_ROWS: usize = 16;
+/// Upper bounds on [`Kernels::PANEL_KEYS`] and [`Kernels::TILE_COLS`], for scratch sized
+/// before the instruction set is known.
+const MAX_PANEL_KEYS: usize = 32;
+const MAX_TILE_COLS: usize = 32;
 /// Upper bound on the query rows of one task; enough for the keys to be reused from cache.
+/// A multiple of every [`Kernels::TILE_ROWS`].
 const MAX_BLOCK_ROWS: usize = 48;
-/// Keys per online-softmax step: one block of scores stays in L1.
+/// Keys per online-softmax step: one block of scores stays in L1. A multiple of every
+/// [`Kernels::PANEL_KEYS`].
 const BLOCK_KEYS: usize = 128;
 
 /// Reusable buffers of [`attention`]: every head's keys and values packed for the kernels,
@@ -50,7 +54,19 @@ impl AttentionScratch {
     }
 
     fn reserve(&mut self, shape: AttentionShape, threads: usize) {
-        let layout = PackedHead::new(shape);
+        self.reserve_for(shape, threads, MAX_PANEL_KEYS, MAX_TILE_COLS);
+    }
+
+    /// Scratch for `shape` on `threads` threads, packed in panels of `panel_keys` keys and
+    /// values padded to a multiple of `tile_cols`.
+    fn reserve_for(
+        &mut self,
+        shape: AttentionShape,
+        threads: usize,
+        panel_keys: usize,
+        tile_cols: usize,
+    ) {
+        let layout = PackedHead::new(shape, panel_keys, tile_cols);
         let packed_len = shape.batch * shape.heads * layout.len();
         if self.packed.len() < packed_len {
             self.packed.resize(packed_len, 0.0);
@@ -105,27 +121,30 @@ impl BlockScratch {
     }
 }
 
-/// How one head's keys and values are packed: keys in panels of `PANEL_KEYS` keys stored
-/// `[head_dim][PANEL_KEYS]` (zero past the last key), then values `[tokens][padded_dim]`
-/// (zero past `head_dim`).
+/// How one head's keys and values are packed: keys in panels of `panel_keys` keys stored
+/// `[head_dim][panel_keys]` (zero past the last key), then values `[tokens][padded_dim]`
+/// (zero past `head_dim`). The kernels set the panel width and the padding
+/// ([`Kernels::PANEL_KEYS`], [`Kernels::TILE_COLS`]).
 #[derive(Clone, Copy)]
 struct PackedHead {
     tokens: usize,
     head_dim: usize,
+    panel_keys: usize,
     padded_dim: usize,
 }
 
 impl PackedHead {
-    fn new(shape: AttentionShape) -> Self {
+    fn new(shape: AttentionShape, panel_keys: usize, tile_cols: usize) -> Self {
         Self {
             tokens: shape.tokens,
             head_dim: shape.head_dim,
-            padded_dim: shape.head_dim.next_multiple_of(TILE_COLS),
+            panel_keys,
+            padded_dim: shape.head_dim.next_multiple_of(tile_cols),
         }
     }
 
     fn keys_len(&self) -> usize {
-        self.tokens.next_multiple_of(PANEL_KEYS) * self.head_dim
+        self.tokens.next_multiple_of(self.panel_keys) * self.head_dim
     }
 
     fn len(&self) -> usize {
@@ -134,14 +153,14 @@ impl PackedHead {
 
     /// Packs head `head` of one image's `[tokens, 3·hidden]` qkv rows into `dst`.
     fn pack(&self, image: &[f32], head: usize, hidden: usize, dst: &mut [f32]) {
-        let d = self.head_dim;
+        let (d, pk) = (self.head_dim, self.panel_keys);
         let (keys, values) = dst[..self.len()].split_at_mut(self.keys_len());
-        keys[(self.tokens / PANEL_KEYS) * PANEL_KEYS * d..].fill(0.0);
+        keys[(self.tokens / pk) * pk * d..].fill(0.0);
         for (j, row) in image.chunks_exact(3 * hidden).take(self.tokens).enumerate() {
             let key = &row[hidden + head * d..][..d];
-            let panel = &mut keys[(j / PANEL_KEYS) * PANEL_KEYS * d..][..PANEL_KEYS * d];
+            let panel = &mut keys[(j / pk) * pk * d..][..pk * d];
             for (c, &k) in key.iter().enumerate() {
-                panel[c * PANEL_KEYS + j % PANEL_KEYS] = k;
+                panel[c * pk + j % pk] = k;
             }
             let value = &mut values[j * self.padded_dim..][..self.padded_dim];
             value[..d].copy_from_slice(&row[2 * hidden + head * d..][..d]);
@@ -162,6 +181,7 @@ struct HeadView<'a> {
     values: &'a [f32],
     tokens: usize,
     head_dim: usize,
+    panel_keys: usize,
     padded_dim: usize,
     /// `1/√head_dim`.
     score_scale: f32,
@@ -170,22 +190,23 @@ struct HeadView<'a> {
 }
 
 impl HeadView<'_> {
-    /// The query rows of the tile starting at `first`; rows at or past `end` repeat the
-    /// last row before it, so a tile always reads valid queries.
-    fn tile_queries(&self, first: usize, end: usize) -> [&[f32]; TILE_ROWS] {
+    /// The query rows of the tile starting at `first` (take the first `TILE_ROWS`); rows
+    /// at or past `end` repeat the last row before it, so a tile always reads valid queries.
+    fn tile_queries(&self, first: usize, end: usize) -> [&[f32]; MAX_TILE_ROWS] {
         std::array::from_fn(|r| {
             let row = (first + r).min(end - 1);
             &self.image[row * self.row_stride + self.query_col..][..self.head_dim]
         })
     }
 
-    /// Packed keys `panel·PANEL_KEYS..` as `[head_dim][PANEL_KEYS]`.
+    /// Packed keys `panel·panel_keys..` as `[head_dim][panel_keys]`.
     fn key_panel(&self, panel: usize) -> &[f32] {
-        &self.keys[panel * PANEL_KEYS * self.head_dim..][..PANEL_KEYS * self.head_dim]
+        let len = self.panel_keys * self.head_dim;
+        &self.keys[panel * len..][..len]
     }
 }
 
-/// The split of a head's query rows into balanced blocks of whole tiles.
+/// The split of a head's query rows into balanced blocks of whole tiles of `tile_rows`.
 #[derive(Clone, Copy)]
 struct QueryBlocks {
     tokens: usize,
@@ -194,10 +215,10 @@ struct QueryBlocks {
 }
 
 impl QueryBlocks {
-    fn new(tokens: usize) -> Self {
+    fn new(tokens: usize, tile_rows: usize) -> Self {
         let rows = tokens
             .div_ceil(tokens.div_ceil(MAX_BLOCK_ROWS))
-            .next_multiple_of(TILE_ROWS);
+            .next_multiple_of(tile_rows);
         Self {
             tokens,
             rows,
@@ -211,17 +232,27 @@ impl QueryBlocks {
 }
 
 /// The register-level kernels of one instruction set, under the blocked algorithm that
-/// all share.
+/// all share. The tile sizes are the implementation's, and with them the packed layout.
 ///
 /// The methods are `unsafe` only because they use instructions the CPU may lack: callers
 /// must have checked that it supports the implementing instruction set. Each checks the
 /// bounds it relies on.
 trait Kernels {
+    /// Query rows of one register tile; at most `MAX_TILE_ROWS` and a divisor of
+    /// `MAX_BLOCK_ROWS`.
+    const TILE_ROWS: usize;
+    /// Keys per packed key panel, the width of one score tile; at most `MAX_PANEL_KEYS`
+    /// and a divisor of `BLOCK_KEYS`.
+    const PANEL_KEYS: usize;
+    /// Value columns per context tile; packed values are padded to a multiple of it. At
+    /// most `MAX_TILE_COLS`.
+    const TILE_COLS: usize;
+
     /// `out[r][j] = scale · (queries[r] · key j)` for the `PANEL_KEYS` keys of a packed
     /// `panel` (`[head_dim][PANEL_KEYS]`), stored for the first `rows` rows and `cols`
-    /// keys, rows `stride` apart.
+    /// keys, rows `stride` apart. `queries` holds `TILE_ROWS` rows.
     unsafe fn score_tile(
-        queries: [&[f32]; TILE_ROWS],
+        queries: &[&[f32]],
         panel: &[f32],
         scale: f32,
         out: &mut [f32],
@@ -230,10 +261,11 @@ trait Kernels {
         cols: usize,
     );
 
-    /// `acc[r][..16] = acc[r][..16] · rescale[r] + Σ_j weights[r][j] · values[j][..16]`
-    /// (16 = `TILE_COLS`), value rows `value_stride` apart, accumulator rows `acc_stride`.
+    /// `acc[r][..n] = acc[r][..n] · rescale[r] + Σ_j weights[r][j] · values[j][..n]`
+    /// (n = `TILE_COLS`) for the `TILE_ROWS` rows of `weights` and `rescale`, value rows
+    /// `value_stride` apart, accumulator rows `acc_stride`.
     unsafe fn context_tile(
-        weights: [&[f32]; TILE_ROWS],
+        weights: &[&[f32]],
         values: &[f32],
         value_stride: usize,
         acc: &mut [f32],
@@ -261,8 +293,9 @@ unsafe fn attend_online<K: Kernels>(
     rows: Range<usize>,
     scratch: &mut BlockScratch,
 ) {
-    let tiles = rows.len().div_ceil(TILE_ROWS);
-    let tile_rows = tiles * TILE_ROWS;
+    let (tr, pk) = (K::TILE_ROWS, K::PANEL_KEYS);
+    let tiles = rows.len().div_ceil(tr);
+    let tile_rows = tiles * tr;
     let dp = head.padded_dim;
     let BlockScratch {
         scores,
@@ -278,18 +311,18 @@ unsafe fn attend_online<K: Kernels>(
     for first_key in (0..head.tokens).step_by(BLOCK_KEYS) {
         let keys = BLOCK_KEYS.min(head.tokens - first_key);
         for t in 0..tiles {
-            let queries = head.tile_queries(rows.start + t * TILE_ROWS, rows.end);
-            for p in 0..keys.div_ceil(PANEL_KEYS) {
-                let out = &mut scores[t * TILE_ROWS * BLOCK_KEYS + p * PANEL_KEYS..];
-                let panel = head.key_panel(first_key / PANEL_KEYS + p);
+            let queries = head.tile_queries(rows.start + t * tr, rows.end);
+            for p in 0..keys.div_ceil(pk) {
+                let out = &mut scores[t * tr * BLOCK_KEYS + p * pk..];
+                let panel = head.key_panel(first_key / pk + p);
                 K::score_tile(
-                    queries,
+                    &queries[..tr],
                     panel,
                     head.score_scale,
                     out,
                     BLOCK_KEYS,
-                    TILE_ROWS,
-                    PANEL_KEYS,
+                    tr,
+                    pk,
                 );
             }
         }
@@ -307,15 +340,16 @@ unsafe fn attend_online<K: Kernels>(
         }
         let values = &head.values[first_key * dp..];
         for t in 0..tiles {
-            let weights =
-                std::array::from_fn(|r| &scores[(t * TILE_ROWS + r) * BLOCK_KEYS..][..keys]);
-            let rescale = &rescale[t * TILE_ROWS..][..TILE_ROWS];
-            for c in (0..dp).step_by(TILE_COLS) {
+            // Entries past `tr` are never read; they repeat the tile's last row.
+            let weights: [&[f32]; MAX_TILE_ROWS] =
+                std::array::from_fn(|r| &scores[(t * tr + r.min(tr - 1)) * BLOCK_KEYS..][..keys]);
+            let rescale = &rescale[t * tr..][..tr];
+            for c in (0..dp).step_by(K::TILE_COLS) {
                 K::context_tile(
-                    weights,
+                    &weights[..tr],
                     &values[c..],
                     dp,
-                    &mut context[t * TILE_ROWS * dp + c..],
+                    &mut context[t * tr * dp + c..],
                     dp,
                     rescale,
                 );
@@ -341,21 +375,22 @@ unsafe fn attend_with_probs<K: Kernels>(
     scratch: &mut BlockScratch,
     probs: &mut [f32],
 ) {
+    let (tr, pk) = (K::TILE_ROWS, K::PANEL_KEYS);
     let tokens = head.tokens;
-    let tiles = rows.len().div_ceil(TILE_ROWS);
+    let tiles = rows.len().div_ceil(tr);
     let dp = head.padded_dim;
-    let context = &mut scratch.context[..tiles * TILE_ROWS * dp];
+    let context = &mut scratch.context[..tiles * tr * dp];
     context.fill(0.0);
 
-    for p in 0..tokens.div_ceil(PANEL_KEYS) {
-        let cols = PANEL_KEYS.min(tokens - p * PANEL_KEYS);
+    for p in 0..tokens.div_ceil(pk) {
+        let cols = pk.min(tokens - p * pk);
         for t in 0..tiles {
-            let first = rows.start + t * TILE_ROWS;
+            let first = rows.start + t * tr;
             let queries = head.tile_queries(first, rows.end);
-            let out = &mut probs[t * TILE_ROWS * tokens + p * PANEL_KEYS..];
-            let valid_rows = TILE_ROWS.min(rows.end - first);
+            let out = &mut probs[t * tr * tokens + p * pk..];
+            let valid_rows = tr.min(rows.end - first);
             K::score_tile(
-                queries,
+                &queries[..tr],
                 head.key_panel(p),
                 head.score_scale,
                 out,
@@ -372,16 +407,16 @@ unsafe fn attend_with_probs<K: Kernels>(
     let probs = &*probs;
     let last = rows.len() - 1;
     for t in 0..tiles {
-        let weights =
-            std::array::from_fn(|r| &probs[(t * TILE_ROWS + r).min(last) * tokens..][..tokens]);
-        for c in (0..dp).step_by(TILE_COLS) {
+        let weights: [&[f32]; MAX_TILE_ROWS] =
+            std::array::from_fn(|r| &probs[(t * tr + r).min(last) * tokens..][..tokens]);
+        for c in (0..dp).step_by(K::TILE_COLS) {
             K::context_tile(
-                weights,
+                &weights[..tr],
                 &head.values[c..],
                 dp,
-                &mut context[t * TILE_ROWS * dp + c..],
+                &mut context[t * tr * dp + c..],
                 dp,
-                &[1.0; TILE_ROWS],
+                &[1.0; MAX_TILE_ROWS][..tr],
             );
         }
     }
@@ -426,9 +461,15 @@ pub fn attention(
     }
     assert!(isa.is_supported(), "this CPU lacks {isa:?}");
     match isa {
-        // SAFETY (both): checked above that the CPU supports `isa` (AVX-512 implies AVX2).
+        // SAFETY (all three): checked above that the CPU supports `isa`.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma | Isa::Avx512 => unsafe {
+        Isa::Avx512 => unsafe {
+            blocked_attention::<avx512::Avx512>(
+                shape, qkv, head_scale, context, probs, pool, scratch,
+            )
+        },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => unsafe {
             blocked_attention::<avx2::Avx2>(shape, qkv, head_scale, context, probs, pool, scratch)
         },
         #[cfg(target_arch = "aarch64")]
@@ -463,8 +504,13 @@ unsafe fn blocked_attention<K: Kernels>(
     }
     let hidden = heads * head_dim;
     let image_len = tokens * 3 * hidden;
-    let layout = PackedHead::new(shape);
-    scratch.reserve(shape, pool.threads());
+    const {
+        assert!(K::TILE_ROWS <= MAX_TILE_ROWS && MAX_BLOCK_ROWS.is_multiple_of(K::TILE_ROWS));
+        assert!(K::PANEL_KEYS <= MAX_PANEL_KEYS && BLOCK_KEYS.is_multiple_of(K::PANEL_KEYS));
+        assert!(K::TILE_COLS <= MAX_TILE_COLS);
+    };
+    let layout = PackedHead::new(shape, K::PANEL_KEYS, K::TILE_COLS);
+    scratch.reserve_for(shape, pool.threads(), K::PANEL_KEYS, K::TILE_COLS);
 
     let packed = DisjointMut::new(&mut scratch.packed);
     pool.run(batch * heads, &|task| {
@@ -477,7 +523,7 @@ unsafe fn blocked_attention<K: Kernels>(
     });
 
     let scratch = &*scratch;
-    let blocks = QueryBlocks::new(tokens);
+    let blocks = QueryBlocks::new(tokens, K::TILE_ROWS);
     let context = DisjointMut::new(context);
     let probs = probs.map(DisjointMut::new);
     pool.run(batch * heads * blocks.count, &|task| {
@@ -513,6 +559,7 @@ unsafe fn blocked_attention<K: Kernels>(
             values,
             tokens,
             head_dim,
+            panel_keys: layout.panel_keys,
             padded_dim: layout.padded_dim,
             score_scale: 1.0 / (head_dim as f32).sqrt(),
             head_scale: head_scale[h],
@@ -586,24 +633,26 @@ mod tests {
             &mut expected,
             Some(&mut expected_probs),
         );
-        let (mut actual, mut actual_probs) =
-            (vec![f32::NAN; context_len], vec![f32::NAN; probs_len]);
         let pool = ThreadPool::new(threads);
-        let mut scratch = AttentionScratch::default();
-        let probs = with_probs.then_some(&mut actual_probs[..]);
-        attention(
-            Isa::detect(),
-            shape,
-            &qkv,
-            head_scale,
-            &mut actual,
-            probs,
-            &pool,
-            &mut scratch,
-        );
-        assert_close(&actual, &expected, "context");
-        if with_probs {
-            assert_close(&actual_probs, &expected_probs, "probs");
+        for isa in Isa::supported() {
+            let (mut actual, mut actual_probs) =
+                (vec![f32::NAN; context_len], vec![f32::NAN; probs_len]);
+            let mut scratch = AttentionScratch::default();
+            let probs = with_probs.then_some(&mut actual_probs[..]);
+            attention(
+                isa,
+                shape,
+                &qkv,
+                head_scale,
+                &mut actual,
+                probs,
+                &pool,
+                &mut scratch,
+            );
+            assert_close(&actual, &expected, &format!("{isa:?} context"));
+            if with_probs {
+                assert_close(&actual_probs, &expected_probs, &format!("{isa:?} probs"));
+            }
         }
     }
 
@@ -659,12 +708,12 @@ mod tests {
             head_dim: 40,
         };
         let qkv = values(2 * 131 * 3 * 120, 3, 2.0);
-        let run = |threads| {
+        let run = |isa, threads| {
             let mut context = vec![0.0; 2 * 131 * 120];
             let pool = ThreadPool::new(threads);
             let mut scratch = AttentionScratch::new(shape, threads);
             attention(
-                Isa::detect(),
+                isa,
                 shape,
                 &qkv,
                 &[1.0, 0.7, 1.3],
@@ -675,12 +724,16 @@ mod tests {
             );
             context
         };
-        let one = run(1);
-        for threads in [2, 3, 5] {
-            assert!(one
-                .iter()
-                .zip(&run(threads))
-                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        for isa in Isa::supported() {
+            let one = run(isa, 1);
+            for threads in [2, 3, 5] {
+                assert!(
+                    one.iter()
+                        .zip(&run(isa, threads))
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{isa:?} on {threads} threads"
+                );
+            }
         }
     }
 }

@@ -3,7 +3,14 @@
 
 use std::arch::aarch64::*;
 
-use super::{expf, Kernels, PANEL_KEYS, TILE_COLS, TILE_ROWS};
+use super::{expf, Kernels};
+
+/// Query rows of one register tile.
+const TILE_ROWS: usize = 6;
+/// Keys per packed key panel, the width of one score tile.
+const PANEL_KEYS: usize = 16;
+/// Value columns per context tile.
+const TILE_COLS: usize = 16;
 
 const LANES: usize = 4;
 /// Vectors per 16-wide tile row.
@@ -13,10 +20,14 @@ const VECTORS: usize = PANEL_KEYS / LANES;
 pub(super) struct Neon;
 
 impl Kernels for Neon {
+    const TILE_ROWS: usize = TILE_ROWS;
+    const PANEL_KEYS: usize = PANEL_KEYS;
+    const TILE_COLS: usize = TILE_COLS;
+
     #[inline]
     #[target_feature(enable = "neon")]
     unsafe fn score_tile(
-        queries: [&[f32]; TILE_ROWS],
+        queries: &[&[f32]],
         panel: &[f32],
         scale: f32,
         out: &mut [f32],
@@ -24,6 +35,7 @@ impl Kernels for Neon {
         rows: usize,
         cols: usize,
     ) {
+        let queries: [&[f32]; TILE_ROWS] = queries.try_into().expect("TILE_ROWS queries");
         let head_dim = panel.len() / PANEL_KEYS;
         assert!(queries.iter().all(|q| q.len() == head_dim));
         assert!(rows > 0 && out.len() >= (rows - 1) * stride + cols && cols <= PANEL_KEYS);
@@ -53,13 +65,14 @@ impl Kernels for Neon {
     #[inline]
     #[target_feature(enable = "neon")]
     unsafe fn context_tile(
-        weights: [&[f32]; TILE_ROWS],
+        weights: &[&[f32]],
         values: &[f32],
         value_stride: usize,
         acc: &mut [f32],
         acc_stride: usize,
         rescale: &[f32],
     ) {
+        let weights: [&[f32]; TILE_ROWS] = weights.try_into().expect("TILE_ROWS weights");
         let keys = weights[0].len();
         assert!(weights.iter().all(|w| w.len() == keys) && rescale.len() == TILE_ROWS);
         assert!(keys == 0 || values.len() >= (keys - 1) * value_stride + TILE_COLS);

@@ -3,6 +3,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 
@@ -47,11 +49,11 @@ pub fn layer_norm(
         // SAFETY: task `task` alone writes its block of rows.
         let out = unsafe { out.piece(first * dim, len) };
         match isa {
-            // SAFETY (both): checked above that the CPU supports `isa` (AVX-512 implies AVX2).
+            // SAFETY (all three): checked above that the CPU supports `isa`.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma | Isa::Avx512 => unsafe {
-                avx2::layer_norm(dim, x, gamma, beta, eps, out)
-            },
+            Isa::Avx512 => unsafe { avx512::layer_norm(dim, x, gamma, beta, eps, out) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma => unsafe { avx2::layer_norm(dim, x, gamma, beta, eps, out) },
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => unsafe { neon::layer_norm(dim, x, gamma, beta, eps, out) },
             _ => scalar::layer_norm(dim, x, gamma, beta, eps, out),
@@ -71,24 +73,17 @@ mod tests {
         let beta: Vec<f32> = (0..dim).map(|i| ramp(i, 5)).collect();
         let mut expected = vec![0.0; x.len()];
         scalar::layer_norm(dim, x, &gamma, &beta, eps, &mut expected);
-        let mut actual = vec![f32::NAN; x.len()];
         let pool = ThreadPool::new(threads);
-        layer_norm(
-            Isa::detect(),
-            dim,
-            x,
-            &gamma,
-            &beta,
-            eps,
-            &mut actual,
-            &pool,
-        );
-        let whole_rows = x.len() / dim * dim;
-        for (i, (a, e)) in actual.iter().zip(&expected).take(whole_rows).enumerate() {
-            assert!(
-                (a - e).abs() <= 1e-5 * (1.0 + e.abs()),
-                "out[{i}]: {a} vs {e}"
-            );
+        for isa in Isa::supported() {
+            let mut actual = vec![f32::NAN; x.len()];
+            layer_norm(isa, dim, x, &gamma, &beta, eps, &mut actual, &pool);
+            let whole_rows = x.len() / dim * dim;
+            for (i, (a, e)) in actual.iter().zip(&expected).take(whole_rows).enumerate() {
+                assert!(
+                    (a - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                    "{isa:?} out[{i}]: {a} vs {e}"
+                );
+            }
         }
     }
 

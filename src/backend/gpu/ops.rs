@@ -238,9 +238,9 @@ impl Planner<'_> {
         let tile = GemmTile::for_output(g.m, g.n);
         // Rows are read as vec4 when every 4-element step along k stays in one row and is
         // 4-aligned; for gathered patches that also needs patch rows of whole vec4s.
-        let vec4_w = g.k % 4 == 0;
+        let vec4_w = g.k.is_multiple_of(4);
         let vec4_a = match &g.im2col {
-            Some(geometry) => geometry.patch % 4 == 0 && geometry.width % 4 == 0,
+            Some(geometry) => geometry.patch.is_multiple_of(4) && geometry.width.is_multiple_of(4),
             None => vec4_w,
         };
         let mut flags = Vec::new();
