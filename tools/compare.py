@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# Measured FMA peak of the reference machine (AMD EPYC Zen 3, AVX2+FMA): GFLOP/s by threads.
-PEAK_GFLOPS = {1: 94.0, 2: 182.0}
+# FMA peak of the issues' reference machine (AMD EPYC Zen 3, AVX2+FMA), GFLOP/s by
+# threads; pass --peak for another machine.
+ZEN3_PEAK_GFLOPS = {1: 94.0, 2: 182.0}
 
 ARCHS = {
     # name: (hidden, layers, heads, patch)
@@ -33,7 +34,7 @@ ARCHS = {
     "vit-msn-large-7": (1024, 24, 16, 7),
 }
 
-DEFAULT_RUNS = "vit-msn-small:1,vit-msn-small:8,vit-msn-base:1,vit-msn-base:8,vit-msn-base-4:1"
+DEFAULT_RUNS = "vit-msn-small:1,vit-msn-small:8,vit-msn-base:1,vit-msn-base:8:5,vit-msn-large-7:1:3,vit-msn-base-4:1:3"
 
 
 def flops_per_image(hidden, layers, patch, image=224, channels=3):
@@ -125,35 +126,40 @@ def cpu_name():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", default=DEFAULT_RUNS, help="comma-separated arch:batch list")
+    parser.add_argument("--runs", default=DEFAULT_RUNS,
+                        help="comma-separated arch:batch[:iters] list (iters overrides --iters for that run)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--backend", default="cpu", help="vitmsn backend")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--peak", type=float, help="this machine's FMA peak in GFLOP/s for --threads threads")
+    parser.add_argument("--peak-note", default="", help="how --peak was measured, for the report")
     args = parser.parse_args()
 
     import onnxruntime
     import torch
     import transformers
 
-    peak = PEAK_GFLOPS.get(args.threads)
+    peak = args.peak or ZEN3_PEAK_GFLOPS.get(args.threads)
+    peak_note = args.peak_note or "the Zen 3 reference machine's FMA peak"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for run in args.runs.split(","):
-            arch, batch = run.split(":")
+            arch, batch, *run_iters = run.split(":")
             batch = int(batch)
+            iters = int(run_iters[0]) if run_iters else args.iters
             model_dir = Path(tmp) / arch
             if not model_dir.exists():
                 make_model(arch, model_dir)
             hidden, layers, heads, patch = ARCHS[arch]
             gflop = flops_per_image(hidden, layers, patch) / 1e9
             times = {
-                "vitmsn": time_vitmsn(model_dir, batch, args.threads, args.iters, args.backend),
-                "torch eager": time_torch(model_dir, batch, args.threads, args.iters, "eager"),
-                "torch sdpa": time_torch(model_dir, batch, args.threads, args.iters, "sdpa"),
-                "onnxruntime": time_onnxruntime(model_dir, batch, args.threads, args.iters, model_dir),
+                "vitmsn": time_vitmsn(model_dir, batch, args.threads, iters, args.backend),
+                "torch eager": time_torch(model_dir, batch, args.threads, iters, "eager"),
+                "torch sdpa": time_torch(model_dir, batch, args.threads, iters, "sdpa"),
+                "onnxruntime": time_onnxruntime(model_dir, batch, args.threads, iters, model_dir),
             }
-            row = {"arch": arch, "batch": batch, "gflop": gflop, "ms": times}
+            row = {"arch": arch, "batch": batch, "iters": iters, "gflop": gflop, "ms": times}
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
 
@@ -165,11 +171,11 @@ def main():
         f"{cpu_name()} ({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}: "
         f"vitmsn `--backend {args.backend}`, torch {torch.__version__} with transformers {transformers.__version__}, "
         f"onnxruntime {onnxruntime.__version__}. Same random weights (224×224, `save_pretrained`) for all; "
-        f"median of {args.iters} forwards after one warm-up. ms per image (fraction of the "
-        f"{args.threads}-thread FMA peak, {peak} GFLOP/s)." if peak else "",
+        f"median of {args.iters} forwards (or the count in the iters column) after one warm-up. ms per image (fraction of "
+        f"{peak_note}: {peak:.0f} GFLOP/s for {args.threads} threads)." if peak else "",
         "",
-        "| model | batch | GFLOP/image | " + " | ".join(engines) + " | vitmsn vs onnxruntime | vitmsn vs torch sdpa |",
-        "|---|---|---|" + "---|" * len(engines) + "---|---|",
+        "| model | batch | iters | GFLOP/image | " + " | ".join(engines) + " | vitmsn vs onnxruntime | vitmsn vs torch sdpa |",
+        "|---|---|---|---|" + "---|" * len(engines) + "---|---|",
     ]
     for row in rows:
         cells = []
@@ -179,7 +185,7 @@ def main():
             cells.append(f"{per_image:.1f}{frac}")
         ms = row["ms"]
         lines.append(
-            f"| {row['arch']} | {row['batch']} | {row['gflop']:.1f} | " + " | ".join(cells)
+            f"| {row['arch']} | {row['batch']} | {row['iters']} | {row['gflop']:.1f} | " + " | ".join(cells)
             + f" | {ms['onnxruntime'] / ms['vitmsn']:.2f}× | {ms['torch sdpa'] / ms['vitmsn']:.2f}× |"
         )
     lines += ["", "![ms per image](benchmarks.png)", ""]

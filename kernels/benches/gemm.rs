@@ -1,4 +1,5 @@
-//! GEMM on ViT-MSN's shapes, one and two threads, with each layer's own epilogue.
+//! GEMM on ViT-MSN's shapes, one and two threads, with each layer's own epilogue, for
+//! each SIMD instruction set this CPU has (AVX-512 and AVX2 rows on an AVX-512 CPU).
 //!
 //! Throughput is counted as 2·m·n·k elements, so criterion's "elem/s" reads as FLOP/s.
 
@@ -43,11 +44,20 @@ fn values(len: usize) -> Vec<f32> {
 }
 
 fn gemm(c: &mut Criterion) {
-    let isa = Isa::detect();
+    let mut isas: Vec<Isa> = Isa::supported()
+        .into_iter()
+        .filter(|&isa| isa != Isa::Scalar)
+        .collect();
+    if isas.is_empty() {
+        isas.push(Isa::Scalar);
+    }
     let pools = [ThreadPool::new(1), ThreadPool::new(2)];
     let mut group = c.benchmark_group("gemm");
     group.sample_size(10);
-    for (m, k, n, layer) in SHAPES {
+    for (isa, (m, k, n, layer)) in isas
+        .iter()
+        .flat_map(|&isa| SHAPES.map(|shape| (isa, shape)))
+    {
         let weights = PackedWeights::new(isa, n, k, &values(n * k));
         let a = values(m * k);
         let bias = values(n);
@@ -72,7 +82,10 @@ fn gemm(c: &mut Criterion) {
         };
         group.throughput(Throughput::Elements((2 * m * n * k) as u64));
         for pool in &pools {
-            let id = BenchmarkId::new(format!("{m}x{k}x{n}"), format!("{}t", pool.threads()));
+            let id = BenchmarkId::new(
+                format!("{isa:?}/{m}x{k}x{n}"),
+                format!("{}t", pool.threads()),
+            );
             group.bench_function(id, |bench| {
                 bench.iter(|| {
                     gemm_packed(

@@ -2,27 +2,36 @@
 //!
 //! `Activation::apply` is the reference; the AVX2 versions here follow it to within a few
 //! ulp (exact-erf GELU to ~1e-7 absolute) and are what the GEMM epilogue applies in
-//! registers, so a fused GEMM and `activation_inplace` give the same bits.
+//! registers, so a fused GEMM and `activation_inplace` give the same bits. The AVX-512
+//! versions repeat the AVX2 ones operation for operation on 16 lanes: the same bits again.
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
 
 use crate::{Activation, Isa};
 
 /// Applies `act` to every element of `x` in place, with `isa`'s vector instructions.
 ///
 /// Panics if this CPU lacks `isa`. Instruction sets without a vectorised version here
-/// (NEON, scalar) run the reference; AVX-512 runs the AVX2 version.
+/// (NEON, scalar) run the reference.
 pub fn activation_inplace(isa: Isa, act: Activation, x: &mut [f32]) {
     if act == Activation::Identity {
         return;
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma | Isa::Avx512 => {
+        Isa::Avx2Fma => {
             assert!(isa.is_supported(), "this CPU lacks {isa:?}");
             // SAFETY: the CPU supports AVX2 and FMA, checked just above.
             unsafe { avx2::apply_slice(act, x) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            assert!(isa.is_supported(), "this CPU lacks {isa:?}");
+            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA, checked just above.
+            unsafe { avx512::apply_slice(act, x) }
         }
         _ => crate::scalar::activation(act, x),
     }
@@ -70,16 +79,28 @@ mod tests {
 
         #[test]
         fn vectorised_matches_the_reference(act in (0..ALL.len()).prop_map(|i| ALL[i]), xs in prop::collection::vec(input(), 1..40)) {
-            if !Isa::Avx2Fma.is_supported() {
+            for isa in [Isa::Avx512, Isa::Avx2Fma].into_iter().filter(|isa| isa.is_supported()) {
+                let mut got = xs.clone();
+                activation_inplace(isa, act, &mut got);
+                for (&x, &g) in xs.iter().zip(&got) {
+                    let want = act.apply(x);
+                    // A few ulp of the result, measured against |x| rather than the result:
+                    // the reference itself cancels in 1 + erf and 1 + tanh for negative x.
+                    prop_assert!(g == want || (g - want).abs() <= 3e-7 * (1.0 + x.abs()), "{isa:?} {act:?}({x}) = {g}, want {want}");
+                }
+            }
+        }
+
+        #[test]
+        fn avx512_gives_the_bits_of_avx2(act in (0..ALL.len()).prop_map(|i| ALL[i]), xs in prop::collection::vec(input(), 1..40)) {
+            if !Isa::Avx512.is_supported() {
                 return Ok(());
             }
-            let mut got = xs.clone();
-            activation_inplace(Isa::Avx2Fma, act, &mut got);
-            for (&x, &g) in xs.iter().zip(&got) {
-                let want = act.apply(x);
-                // A few ulp of the result, measured against |x| rather than the result:
-                // the reference itself cancels in 1 + erf and 1 + tanh for negative x.
-                prop_assert!(g == want || (g - want).abs() <= 3e-7 * (1.0 + x.abs()), "{act:?}({x}) = {g}, want {want}");
+            let (mut wide, mut narrow) = (xs.clone(), xs.clone());
+            activation_inplace(Isa::Avx512, act, &mut wide);
+            activation_inplace(Isa::Avx2Fma, act, &mut narrow);
+            for ((&x, &w), &n) in xs.iter().zip(&wide).zip(&narrow) {
+                prop_assert!(w.to_bits() == n.to_bits(), "{act:?}({x}): AVX-512 {w}, AVX2 {n}");
             }
         }
     }

@@ -5,9 +5,11 @@
 //! panel `jp` of that block starts at `p0·n_padded + jp·d·NR`.
 //!
 //! Packed A (per call, in `pack_a`): for each K block, a dense copy of the block's rows,
-//! `d` values each, with zero rows up to a whole number of `MR`-row panels. Rows stay
-//! rows (the kernel reads `MR` streams), so packing is a plain copy; it keeps the block
-//! contiguous, away from the cache-set conflicts of A's own row stride.
+//! `d` values each, with zero rows up to a whole number of `MR`-row panels. For most
+//! kernels rows stay rows (the kernel reads `MR` streams), so packing is a plain copy; it
+//! keeps the block contiguous, away from the cache-set conflicts of A's own row stride.
+//! Kernels with `A_INTERLEAVED` get each panel step-major instead: `d` steps of `MR`
+//! values, one stream.
 //!
 //! One task owns a block of C's rows and of its column panels and runs, for each K block,
 //! pack A → for each B panel → for each A panel → micro-kernel, so a B panel stays in L1
@@ -24,7 +26,7 @@ use crate::{Epilogue, Isa};
 const CACHE_LINE_FLOATS: usize = 16;
 
 /// The largest `MR·NR` of any kernel: edge tiles are staged in stack buffers this big.
-const MAX_TILE: usize = 128;
+const MAX_TILE: usize = 512;
 
 /// A zeroed `f32` buffer whose first element sits on a cache line.
 pub(crate) struct AlignedBuf {
@@ -120,6 +122,27 @@ fn pack_a<K: GemmKernel>(
         return;
     }
     let padded_rows = rows.len().div_ceil(K::MR) * K::MR;
+    if K::A_INTERLEAVED {
+        for (panel, first) in packed[..padded_rows * d]
+            .chunks_exact_mut(K::MR * d)
+            .zip(rows.clone().step_by(K::MR))
+        {
+            for r in 0..K::MR {
+                let i = first + r;
+                if i < rows.end {
+                    let row = &a[i * k + p0..][..d];
+                    for (p, &v) in row.iter().enumerate() {
+                        panel[p * K::MR + r] = v;
+                    }
+                } else {
+                    for p in 0..d {
+                        panel[p * K::MR + r] = 0.0;
+                    }
+                }
+            }
+        }
+        return;
+    }
     for (i, packed_row) in (rows.start..).zip(packed[..padded_rows * d].chunks_exact_mut(d)) {
         if i < rows.end {
             packed_row.copy_from_slice(&a[i * k + p0..][..d]);

@@ -19,6 +19,8 @@ use crate::{Activation, Epilogue, Isa};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod loops;
 #[cfg(target_arch = "aarch64")]
 mod neon;
@@ -41,6 +43,10 @@ pub(crate) trait GemmKernel {
     const KC: usize;
     const MC: usize;
     const NC: usize;
+    /// How a packed A panel is laid out: `false`, `MR` rows of `depth` values, row after
+    /// row (the kernel reads `MR` streams); `true`, `depth` steps of `MR` values, step
+    /// after step (one stream, for kernels with more rows than spare address registers).
+    const A_INTERLEAVED: bool = false;
 
     /// Multiplies a packed `MR×depth` A panel by a packed `depth×NR` B panel and stores the
     /// `MR×NR` tile at `c` (row stride `ldc`): `c = c + a·b` when `accumulate`, else
@@ -48,7 +54,7 @@ pub(crate) trait GemmKernel {
     ///
     /// # Safety
     /// The CPU must support the kernel's instruction set. `a` must be valid for
-    /// `MR·depth` reads (`MR` rows of `depth` values, row after row) and `b` for
+    /// `MR·depth` reads (laid out as `A_INTERLEAVED` says) and `b` for
     /// `NR·depth` (`depth` steps of `NR` values, step after step). `c` must be
     /// valid for reads and writes of `MR` rows of `NR` values `ldc` apart, with no other
     /// thread touching them. The epilogue's `bias` must be valid for `NR` reads and its
@@ -87,7 +93,7 @@ impl PackedWeights {
     /// kernel.
     ///
     /// Panics if `w` is shorter than `n·k`, or if this CPU lacks `isa`. An instruction set
-    /// with no kernel on this architecture gets the portable one; AVX-512 the AVX2 one.
+    /// with no kernel on this architecture gets the portable one.
     pub fn new(isa: Isa, n: usize, k: usize, w: &[f32]) -> Self {
         assert!(
             w.len() >= n * k,
@@ -96,9 +102,14 @@ impl PackedWeights {
         );
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma | Isa::Avx512 => {
+            Isa::Avx2Fma => {
                 assert!(isa.is_supported(), "this CPU lacks {isa:?}");
                 loops::pack_weights::<avx2::Avx2Fma>(isa, n, k, w)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                assert!(isa.is_supported(), "this CPU lacks {isa:?}");
+                loops::pack_weights::<avx512::Avx512>(isa, n, k, w)
             }
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => loops::pack_weights::<neon::Neon>(isa, n, k, w),
@@ -136,7 +147,9 @@ pub fn gemm_packed(
 ) {
     match w.isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma | Isa::Avx512 => loops::gemm::<avx2::Avx2Fma>(m, a, w, c, epilogue, pool),
+        Isa::Avx2Fma => loops::gemm::<avx2::Avx2Fma>(m, a, w, c, epilogue, pool),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => loops::gemm::<avx512::Avx512>(m, a, w, c, epilogue, pool),
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => loops::gemm::<neon::Neon>(m, a, w, c, epilogue, pool),
         _ => loops::gemm::<portable::Portable>(m, a, w, c, epilogue, pool),

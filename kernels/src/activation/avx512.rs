@@ -1,0 +1,381 @@
+//! AVX-512F activations, sixteen lanes at a time.
+//!
+//! Operation for operation the AVX2 versions in `avx2`, on wider vectors, so both give the
+//! same bits. Every function here is an `unsafe fn` only because it needs AVX-512F (and
+//! the AVX2 and FMA beneath it): the caller must have checked that the CPU has them.
+
+use std::arch::x86_64::*;
+
+use crate::{Activation, SELU_ALPHA, SELU_SCALE, SQRT_2_OVER_PI};
+
+/// `act` on every element of `x` in place.
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(crate) unsafe fn apply_slice(act: Activation, x: &mut [f32]) {
+    let mut lanes = x.chunks_exact_mut(16);
+    for chunk in &mut lanes {
+        let mut v = [_mm512_loadu_ps(chunk.as_ptr())];
+        apply_all(act, &mut v);
+        _mm512_storeu_ps(chunk.as_mut_ptr(), v[0]);
+    }
+    let tail = lanes.into_remainder();
+    if !tail.is_empty() {
+        let mut padded = [0.0f32; 16];
+        padded[..tail.len()].copy_from_slice(tail);
+        let mut v = [_mm512_loadu_ps(padded.as_ptr())];
+        apply_all(act, &mut v);
+        _mm512_storeu_ps(padded.as_mut_ptr(), v[0]);
+        tail.copy_from_slice(&padded[..tail.len()]);
+    }
+}
+
+/// `act` on every lane of every vector in `vs`, choosing the function once for all.
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2 and FMA.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(crate) unsafe fn apply_all(act: Activation, vs: &mut [__m512]) {
+    // One loop per arm, so that each function inlines into its own loop.
+    macro_rules! map {
+        ($f:ident) => {
+            vs.iter_mut().for_each(|v| *v = $f(*v))
+        };
+    }
+    match act {
+        Activation::Identity => {}
+        Activation::Gelu => map!(gelu),
+        Activation::GeluTanh => map!(gelu_tanh),
+        Activation::GeluFast => map!(gelu_fast),
+        Activation::QuickGelu => map!(quick_gelu),
+        Activation::Relu => map!(relu),
+        Activation::Relu6 => map!(relu6),
+        Activation::Relu2 => map!(relu2),
+        Activation::LeakyRelu => map!(leaky_relu),
+        Activation::Selu => map!(selu),
+        Activation::Silu => map!(silu),
+        Activation::Mish => map!(mish),
+        Activation::Tanh => map!(tanh),
+        Activation::Sigmoid => map!(sigmoid),
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn gelu(x: __m512) -> __m512 {
+    let half_x = _mm512_mul_ps(splat(0.5), x);
+    let erf = erf(_mm512_mul_ps(x, splat(std::f32::consts::FRAC_1_SQRT_2)));
+    _mm512_fmadd_ps(half_x, erf, half_x)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn gelu_tanh(x: __m512) -> __m512 {
+    let half_x = _mm512_mul_ps(splat(0.5), x);
+    let x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+    let inner = _mm512_mul_ps(
+        splat(SQRT_2_OVER_PI),
+        _mm512_fmadd_ps(splat(0.044715), x3, x),
+    );
+    _mm512_fmadd_ps(half_x, tanh(inner), half_x)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn gelu_fast(x: __m512) -> __m512 {
+    let half_x = _mm512_mul_ps(splat(0.5), x);
+    let x2 = _mm512_mul_ps(x, x);
+    let inner = _mm512_mul_ps(
+        _mm512_mul_ps(x, splat(SQRT_2_OVER_PI)),
+        _mm512_fmadd_ps(splat(0.044715), x2, splat(1.0)),
+    );
+    _mm512_fmadd_ps(half_x, tanh(inner), half_x)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn quick_gelu(x: __m512) -> __m512 {
+    _mm512_mul_ps(x, sigmoid(_mm512_mul_ps(splat(1.702), x)))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn relu(x: __m512) -> __m512 {
+    _mm512_max_ps(x, _mm512_setzero_ps())
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn relu6(x: __m512) -> __m512 {
+    _mm512_min_ps(relu(x), splat(6.0))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn relu2(x: __m512) -> __m512 {
+    let r = relu(x);
+    _mm512_mul_ps(r, r)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn leaky_relu(x: __m512) -> __m512 {
+    let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_setzero_ps());
+    _mm512_mask_blend_ps(negative, x, _mm512_mul_ps(splat(0.01), x))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn selu(x: __m512) -> __m512 {
+    let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, _mm512_setzero_ps());
+    let negative_branch = _mm512_mul_ps(splat(SELU_SCALE * SELU_ALPHA), expm1(x));
+    _mm512_mask_blend_ps(
+        positive,
+        negative_branch,
+        _mm512_mul_ps(splat(SELU_SCALE), x),
+    )
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn silu(x: __m512) -> __m512 {
+    _mm512_mul_ps(x, sigmoid(x))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn mish(x: __m512) -> __m512 {
+    _mm512_mul_ps(x, tanh_softplus(x))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn splat(v: f32) -> __m512 {
+    _mm512_set1_ps(v)
+}
+
+/// `p(x)` for coefficients listed from the highest power down, by Horner's rule.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn polynomial(x: __m512, coefficients: &[f32]) -> __m512 {
+    let mut acc = splat(coefficients[0]);
+    for &c in &coefficients[1..] {
+        acc = _mm512_fmadd_ps(acc, x, splat(c));
+    }
+    acc
+}
+
+/// `2^n` for integer lanes `n` in `-126..=127`.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn pow2(n: __m512i) -> __m512 {
+    _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+        n,
+        _mm512_set1_epi32(127),
+    )))
+}
+
+const LOG2_E: f32 = std::f32::consts::LOG2_E;
+/// ln 2 split in two so that `n · LN2_HIGH` is exact for the `n` that occur.
+const LN2_HIGH: f32 = 0.693_359_4;
+const LN2_LOW: f32 = -2.121_944_4e-4;
+
+/// Splits `x` into `n · ln 2 + r` with integer `n` and `|r| ≤ ln 2 / 2`.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn reduce_ln2(x: __m512) -> (__m512, __m512) {
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, splat(LOG2_E)),
+    );
+    let r = _mm512_fnmadd_ps(n, splat(LN2_HIGH), x);
+    (n, _mm512_fnmadd_ps(n, splat(LN2_LOW), r))
+}
+
+/// `e^x` to about 1 ulp: 0 below −104, +∞ above 89, NaN stays NaN.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn exp(x: __m512) -> __m512 {
+    // Clamp with the constant first so a NaN in `x` passes through.
+    let x = _mm512_max_ps(splat(-104.0), _mm512_min_ps(splat(89.0), x));
+    let (n, r) = reduce_ln2(x);
+    // Cephes' minimax polynomial for e^r on |r| ≤ ln 2 / 2: 1 + r + r²·p(r).
+    let p = polynomial(
+        r,
+        &[
+            1.987_569_2e-4,
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            0.166_666_65,
+            0.5,
+        ],
+    );
+    let er = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), splat(1.0));
+    // 2^n in two halves, as n reaches 128 near overflow and −150 in the subnormals.
+    let n = _mm512_cvtps_epi32(n);
+    let half = _mm512_srai_epi32::<1>(n);
+    _mm512_mul_ps(
+        _mm512_mul_ps(er, pow2(half)),
+        pow2(_mm512_sub_epi32(n, half)),
+    )
+}
+
+/// `e^x − 1`, accurate relative to the result near 0 too (where `exp(x) − 1` cancels);
+/// −1 below −88, `x` clamped to 88 above.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn expm1(x: __m512) -> __m512 {
+    let x = _mm512_max_ps(splat(-88.0), _mm512_min_ps(splat(88.0), x));
+    let (n, r) = reduce_ln2(x);
+    // Taylor series of e^r − 1 to r⁷: the next term is below 2e-8 relative for |r| ≤ ln 2 / 2.
+    let p = polynomial(
+        r,
+        &[
+            1.0 / 5040.0,
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+        ],
+    );
+    let em1_r = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
+    // e^x − 1 = 2^n·(e^r − 1) + (2^n − 1), exact in the last term for the n that occur.
+    let scale = pow2(_mm512_cvtps_epi32(n));
+    _mm512_fmadd_ps(scale, em1_r, _mm512_sub_ps(scale, splat(1.0)))
+}
+
+/// `tanh x = (e^{2x} − 1) / (e^{2x} + 1)`, through `expm1` so small `x` keeps its precision.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn tanh(x: __m512) -> __m512 {
+    // tanh is ±1 in f32 beyond |x| = 10, and e^{2x} must not overflow.
+    let x = _mm512_max_ps(splat(-10.0), _mm512_min_ps(splat(10.0), x));
+    let em1 = expm1(_mm512_add_ps(x, x));
+    _mm512_div_ps(em1, _mm512_add_ps(em1, splat(2.0)))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn sigmoid(x: __m512) -> __m512 {
+    let e = exp(_mm512_sub_ps(_mm512_setzero_ps(), x));
+    _mm512_div_ps(splat(1.0), _mm512_add_ps(splat(1.0), e))
+}
+
+/// `tanh(softplus(x))` without a logarithm: with `u = e^x`, `tanh(ln(1 + u))` is
+/// `u(u + 2) / (u(u + 2) + 2)`. Past x = 20, where PyTorch's softplus returns x, it is 1.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn tanh_softplus(x: __m512) -> __m512 {
+    let u = exp(_mm512_min_ps(x, splat(20.0)));
+    let num = _mm512_mul_ps(u, _mm512_add_ps(u, splat(2.0)));
+    let t = _mm512_div_ps(num, _mm512_add_ps(num, splat(2.0)));
+    _mm512_mask_blend_ps(
+        _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, splat(20.0)),
+        t,
+        splat(1.0),
+    )
+}
+
+/// erf on eight pieces of `[0, 4]`, each half a unit wide: piece `i` is a degree-6
+/// Chebyshev fit in `t = 2|z| − i − 0.5 ∈ [−0.5, 0.5]`, within 7e-8 of erf after f32
+/// rounding. Row `j` holds the coefficient of `t^(6 − j)` for the eight pieces, so that one
+/// lane-wise permute picks each lane's coefficient: one polynomial per lane instead of a
+/// blend of several.
+const ERF_PIECES: [[f32; 8]; 7] = [
+    [
+        -6.169975e-4,
+        -4.1592537e-4,
+        3.232006e-4,
+        1.4123674e-4,
+        -4.3674198e-5,
+        -2.6040527e-5,
+        -4.2574607e-6,
+        -3.205026e-7,
+    ],
+    [
+        2.4470985e-3,
+        -1.6018725e-3,
+        -1.4617854e-3,
+        1.8654132e-4,
+        3.3066343e-4,
+        8.8307854e-5,
+        1.0394056e-5,
+        6.3136685e-7,
+    ],
+    [
+        7.934272e-3,
+        9.41744e-3,
+        -3.8376273e-4,
+        -3.0065347e-3,
+        -1.1929247e-3,
+        -2.0361428e-4,
+        -1.7893095e-5,
+        -8.626436e-7,
+    ],
+    [
+        -3.8639553e-2,
+        3.3408932e-3,
+        2.0940388e-2,
+        1.1272211e-2,
+        2.7158714e-3,
+        3.447757e-4,
+        2.440247e-5,
+        9.889808e-7,
+    ],
+    [
+        -6.6250816e-2,
+        -1.2054956e-1,
+        -7.391289e-2,
+        -2.3089057e-2,
+        -4.0175477e-3,
+        -4.0306617e-4,
+        -2.371663e-5,
+        -8.264189e-7,
+    ],
+    [
+        5.300068e-1,
+        3.2146576e-1,
+        1.18260615e-1,
+        2.6387418e-2,
+        3.5711501e-3,
+        2.9314714e-4,
+        1.459682e-5,
+        4.4094242e-7,
+    ],
+    [
+        2.763264e-1,
+        7.1115565e-1,
+        9.2290014e-1,
+        9.866717e-1,
+        9.985373e-1,
+        9.998994e-1,
+        9.999957e-1,
+        9.999999e-1,
+    ],
+];
+
+/// erf(z) to within 1e-7 absolute, from `ERF_PIECES` up to |z| = 4 (beyond which erf
+/// rounds to ±1 in f32, as the last piece does at 4).
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn erf(z: __m512) -> __m512 {
+    let sign_bit = splat(-0.0);
+    let twice = _mm512_mul_ps(splat(2.0), _mm512_min_ps(_mm512_abs_ps(z), splat(4.0)));
+    let piece = _mm512_min_epi32(_mm512_cvttps_epi32(twice), _mm512_set1_epi32(7));
+    let t = _mm512_sub_ps(twice, _mm512_add_ps(_mm512_cvtepi32_ps(piece), splat(0.5)));
+    let coefficient = |row: &[f32; 8]| {
+        _mm512_permutexvar_ps(piece, _mm512_zextps256_ps512(_mm256_loadu_ps(row.as_ptr())))
+    };
+    let mut acc = coefficient(&ERF_PIECES[0]);
+    for row in &ERF_PIECES[1..] {
+        acc = _mm512_fmadd_ps(acc, t, coefficient(row));
+    }
+    // Integer logic: the float forms need AVX-512DQ.
+    _mm512_castsi512_ps(_mm512_or_si512(
+        _mm512_castps_si512(acc),
+        _mm512_and_si512(_mm512_castps_si512(z), _mm512_castps_si512(sign_bit)),
+    ))
+}
