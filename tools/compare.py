@@ -134,6 +134,10 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--peak", type=float, help="this machine's FMA peak in GFLOP/s for --threads threads")
     parser.add_argument("--peak-note", default="", help="how --peak was measured, for the report")
+    parser.add_argument("--rows", default=str(ROOT / "docs" / "benchmarks.json"),
+                        help="where the measured rows are saved (with --render-only: read)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite the report from the saved rows (e.g. with a corrected --peak) without measuring")
     args = parser.parse_args()
 
     import onnxruntime
@@ -142,6 +146,20 @@ def main():
 
     peak = args.peak or ZEN3_PEAK_GFLOPS.get(args.threads)
     peak_note = args.peak_note or "the Zen 3 reference machine's FMA peak"
+    if args.render_only:
+        saved = json.loads(Path(args.rows).read_text())
+        rows, versions, header = saved["rows"], saved["versions"], saved["header"]
+    else:
+        rows = measure(args)
+        versions = {"torch": torch.__version__, "transformers": transformers.__version__,
+                    "onnxruntime": onnxruntime.__version__}
+        header = {"cpu": cpu_name(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
+                  "threads": args.threads, "iters": args.iters, "backend": args.backend}
+        Path(args.rows).write_text(json.dumps({"rows": rows, "versions": versions, "header": header}, indent=1))
+    render(args, rows, versions, header, peak, peak_note)
+
+
+def measure(args):
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for run in args.runs.split(","):
@@ -162,17 +180,20 @@ def main():
             row = {"arch": arch, "batch": batch, "iters": iters, "gflop": gflop, "ms": times}
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows
 
+
+def render(args, rows, versions, header, peak, peak_note):
     engines = ["vitmsn", "onnxruntime", "torch sdpa", "torch eager"]
     lines = [
         "# Benchmarks",
         "",
-        f"Measured by `tools/compare.py --threads {args.threads} --iters {args.iters}` in one run on "
-        f"{cpu_name()} ({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}: "
-        f"vitmsn `--backend {args.backend}`, torch {torch.__version__} with transformers {transformers.__version__}, "
-        f"onnxruntime {onnxruntime.__version__}. Same random weights (224×224, `save_pretrained`) for all; "
-        f"median of {args.iters} forwards (or the count in the iters column) after one warm-up. ms per image (fraction of "
-        f"{peak_note}: {peak:.0f} GFLOP/s for {args.threads} threads)." if peak else "",
+        f"Measured by `tools/compare.py --threads {header['threads']} --iters {header['iters']}` in one run on "
+        f"{header['cpu']} ({header['cores']} vCPUs), {header['date']}: "
+        f"vitmsn `--backend {header['backend']}`, torch {versions['torch']} with transformers {versions['transformers']}, "
+        f"onnxruntime {versions['onnxruntime']}. Same random weights (224×224, `save_pretrained`) for all; "
+        f"median of the iters column's forwards after one warm-up. ms per image (fraction of "
+        f"{peak_note}: {peak:.0f} GFLOP/s for {header['threads']} threads)." if peak else "",
         "",
         "| model | batch | iters | GFLOP/image | " + " | ".join(engines) + " | vitmsn vs onnxruntime | vitmsn vs torch sdpa |",
         "|---|---|---|---|" + "---|" * len(engines) + "---|---|",
