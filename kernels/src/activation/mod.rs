@@ -42,23 +42,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const ALL: [Activation; 14] = [
-        Activation::Identity,
-        Activation::Gelu,
-        Activation::GeluTanh,
-        Activation::GeluFast,
-        Activation::QuickGelu,
-        Activation::Relu,
-        Activation::Relu6,
-        Activation::Relu2,
-        Activation::LeakyRelu,
-        Activation::Selu,
-        Activation::Silu,
-        Activation::Mish,
-        Activation::Tanh,
-        Activation::Sigmoid,
-    ];
-
     /// Inputs near zero, in the curved range of every activation, and spread in magnitude
     /// up to 1e30 where the functions saturate, overflow internally or grow like x².
     fn input() -> impl Strategy<Value = f32> {
@@ -78,7 +61,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(400))]
 
         #[test]
-        fn vectorised_matches_the_reference(act in (0..ALL.len()).prop_map(|i| ALL[i]), xs in prop::collection::vec(input(), 1..40)) {
+        fn vectorised_matches_the_reference(act in (0..Activation::ALL.len()).prop_map(|i| Activation::ALL[i]), xs in prop::collection::vec(input(), 1..40)) {
             for isa in [Isa::Avx512, Isa::Avx2Fma].into_iter().filter(|isa| isa.is_supported()) {
                 let mut got = xs.clone();
                 activation_inplace(isa, act, &mut got);
@@ -92,7 +75,7 @@ mod tests {
         }
 
         #[test]
-        fn avx512_gives_the_bits_of_avx2(act in (0..ALL.len()).prop_map(|i| ALL[i]), xs in prop::collection::vec(input(), 1..40)) {
+        fn avx512_gives_the_bits_of_avx2(act in (0..Activation::ALL.len()).prop_map(|i| Activation::ALL[i]), xs in prop::collection::vec(input(), 1..40)) {
             if !Isa::Avx512.is_supported() {
                 return Ok(());
             }
@@ -108,7 +91,7 @@ mod tests {
     #[test]
     fn scalar_and_neon_run_the_reference() {
         let xs: Vec<f32> = (-50..50).map(|i| i as f32 * 0.25).collect();
-        for act in ALL {
+        for act in Activation::ALL {
             for isa in [Isa::Scalar, Isa::Neon] {
                 let mut got = xs.clone();
                 activation_inplace(isa, act, &mut got);

@@ -162,23 +162,6 @@ mod tests {
     use crate::scalar;
     use proptest::prelude::*;
 
-    const ACTIVATIONS: [Activation; 14] = [
-        Activation::Identity,
-        Activation::Gelu,
-        Activation::GeluTanh,
-        Activation::GeluFast,
-        Activation::QuickGelu,
-        Activation::Relu,
-        Activation::Relu6,
-        Activation::Relu2,
-        Activation::LeakyRelu,
-        Activation::Selu,
-        Activation::Silu,
-        Activation::Mish,
-        Activation::Tanh,
-        Activation::Sigmoid,
-    ];
-
     /// Every instruction set this CPU runs, down to the portable fallback.
     fn isas() -> Vec<Isa> {
         Isa::supported()
@@ -290,7 +273,7 @@ mod tests {
     }
 
     fn activation() -> impl Strategy<Value = Activation> {
-        (0..ACTIVATIONS.len()).prop_map(|i| ACTIVATIONS[i])
+        (0..Activation::ALL.len()).prop_map(|i| Activation::ALL[i])
     }
 
     /// Sizes around the tile edges (1, primes, multiples of the tiles ± 1) and beyond.
@@ -334,7 +317,7 @@ mod tests {
                 i as u64,
                 true,
                 i % 2 == 0,
-                ACTIVATIONS[i * 3 % ACTIVATIONS.len()],
+                Activation::ALL[i * 3 % Activation::ALL.len()],
             );
             for isa in isas() {
                 case.check(&case.run(isa, 2)).unwrap();
