@@ -548,12 +548,6 @@ pub struct ForwardInput {
     pub interpolate_pos_encoding: bool,
 }
 
-impl Default for Tensor {
-    fn default() -> Self {
-        Tensor::new(vec![0], Vec::new())
-    }
-}
-
 /// What transformers returns: `last_hidden_state` for the bare model, `logits` (and
 /// `loss` with labels) for the classifier, and the optional per-layer tensors.
 #[derive(Clone, Debug, Default)]

@@ -23,6 +23,13 @@ impl Tensor {
     }
 }
 
+impl Default for Tensor {
+    /// An empty tensor of shape `[0]`.
+    fn default() -> Self {
+        Tensor::new(vec![0], Vec::new())
+    }
+}
+
 /// f32 values that either live in a memory-mapped checkpoint (read in place, no copy)
 /// or were converted or assembled into memory.
 #[derive(Clone)]
