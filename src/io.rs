@@ -11,7 +11,7 @@ use std::path::Path;
 /// Reads `pixel_values` (f32, f16 or bf16), and the optional `bool_masked_pos` (bool or
 /// u8), `head_mask` (float) and `labels` (integer classes or float targets).
 pub fn read_inputs(path: &Path) -> Result<ForwardInput> {
-    let file = SafetensorsFile::open(path)?;
+    let file = SafetensorsFile::open(path).map_err(as_input)?;
     let entry = |name: &str| file.tensors.get(name);
     let float = |name: &str| -> Result<Option<Tensor>> {
         entry(name)
