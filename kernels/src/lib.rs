@@ -5,6 +5,7 @@
 
 pub mod activation;
 pub mod attention;
+mod expf;
 pub mod gemm;
 pub mod norm;
 pub mod scalar;

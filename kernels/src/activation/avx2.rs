@@ -5,6 +5,7 @@
 
 use std::arch::x86_64::*;
 
+use crate::expf::{self, avx2::exp};
 use crate::{Activation, SELU_ALPHA, SELU_SCALE, SQRT_2_OVER_PI};
 
 /// `act` on every element of `x` in place.
@@ -177,9 +178,6 @@ unsafe fn pow2(n: __m256i) -> __m256 {
 }
 
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
-/// ln 2 split in two so that `n · LN2_HIGH` is exact for the `n` that occur.
-const LN2_HIGH: f32 = 0.693_359_4;
-const LN2_LOW: f32 = -2.121_944_4e-4;
 
 /// Splits `x` into `n · ln 2 + r` with integer `n` and `|r| ≤ ln 2 / 2`.
 #[inline]
@@ -189,37 +187,8 @@ unsafe fn reduce_ln2(x: __m256) -> (__m256, __m256) {
         x,
         splat(LOG2_E),
     ));
-    let r = _mm256_fnmadd_ps(n, splat(LN2_HIGH), x);
-    (n, _mm256_fnmadd_ps(n, splat(LN2_LOW), r))
-}
-
-/// `e^x` to about 1 ulp: 0 below −104, +∞ above 89, NaN stays NaN.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn exp(x: __m256) -> __m256 {
-    // Clamp with the constant first so a NaN in `x` passes through.
-    let x = _mm256_max_ps(splat(-104.0), _mm256_min_ps(splat(89.0), x));
-    let (n, r) = reduce_ln2(x);
-    // Cephes' minimax polynomial for e^r on |r| ≤ ln 2 / 2: 1 + r + r²·p(r).
-    let p = polynomial(
-        r,
-        &[
-            1.987_569_2e-4,
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            0.166_666_65,
-            0.5,
-        ],
-    );
-    let er = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), splat(1.0));
-    // 2^n in two halves, as n reaches 128 near overflow and −150 in the subnormals.
-    let n = _mm256_cvtps_epi32(n);
-    let half = _mm256_srai_epi32::<1>(n);
-    _mm256_mul_ps(
-        _mm256_mul_ps(er, pow2(half)),
-        pow2(_mm256_sub_epi32(n, half)),
-    )
+    let r = _mm256_fnmadd_ps(n, splat(expf::LN2_HI), x);
+    (n, _mm256_fnmadd_ps(n, splat(expf::LN2_LO), r))
 }
 
 /// `e^x − 1`, accurate relative to the result near 0 too (where `exp(x) − 1` cancels);

@@ -4,7 +4,8 @@
 
 use std::arch::x86_64::*;
 
-use super::{expf, Kernels};
+use super::Kernels;
+use crate::expf::avx2::exp;
 
 /// Query rows of one register tile.
 const TILE_ROWS: usize = 6;
@@ -211,61 +212,4 @@ pub(crate) unsafe fn horizontal_sum(v: __m256) -> f32 {
     let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let pair = _mm_add_ps(half, _mm_movehl_ps(half, half));
     _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)))
-}
-
-/// `e^x` on 8 lanes by [`expf`]; NaN stays NaN.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn exp(x: __m256) -> __m256 {
-    // max/min return their second operand for NaN, so NaN passes through.
-    let x = _mm256_min_ps(
-        _mm256_set1_ps(expf::MAX_ARG),
-        _mm256_max_ps(_mm256_set1_ps(expf::MIN_ARG), x),
-    );
-    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
-        x,
-        _mm256_set1_ps(std::f32::consts::LOG2_E),
-    ));
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(expf::LN2_HI), x);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(expf::LN2_LO), r);
-    let mut p = _mm256_set1_ps(expf::POLY[0]);
-    for c in &expf::POLY[1..] {
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
-    }
-    let y = _mm256_add_ps(
-        _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r),
-        _mm256_set1_ps(1.0),
-    );
-    // 2^n in two normal factors, as n ∈ [−150, 128] is past the exponent range at both ends.
-    let n = _mm256_cvtps_epi32(n);
-    let low = _mm256_srai_epi32::<1>(n);
-    let high = _mm256_sub_epi32(n, low);
-    _mm256_mul_ps(_mm256_mul_ps(y, power_of_two(low)), power_of_two(high))
-}
-
-/// `2^k` for integer lanes `k ∈ [−126, 127]`.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn power_of_two(k: __m256i) -> __m256 {
-    _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
-        k,
-        _mm256_set1_epi32(127),
-    )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exp_is_accurate_over_its_range() {
-        if crate::Isa::Avx2Fma.is_supported() {
-            expf::check(|lanes| {
-                let mut out = [0.0f32; 8];
-                // SAFETY: AVX2 and FMA were detected; both arrays have 8 lanes.
-                unsafe { _mm256_storeu_ps(out.as_mut_ptr(), exp(_mm256_loadu_ps(lanes.as_ptr()))) };
-                out
-            });
-        }
-    }
 }

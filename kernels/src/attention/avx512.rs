@@ -5,7 +5,8 @@
 
 use std::arch::x86_64::*;
 
-use super::{expf, Kernels};
+use super::Kernels;
+use crate::expf::avx512::exp;
 
 const LANES: usize = 16;
 /// Query rows of one register tile.
@@ -198,57 +199,5 @@ pub(crate) fn tail_mask(n: usize) -> __mmask16 {
         !0
     } else {
         (1 << n) - 1
-    }
-}
-
-/// `e^x` on 16 lanes by [`expf`]; NaN stays NaN.
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn exp(x: __m512) -> __m512 {
-    // max/min return their second operand for NaN, so NaN passes through.
-    let x = _mm512_min_ps(
-        _mm512_set1_ps(expf::MAX_ARG),
-        _mm512_max_ps(_mm512_set1_ps(expf::MIN_ARG), x),
-    );
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
-    );
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(expf::LN2_HI), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(expf::LN2_LO), r);
-    let mut p = _mm512_set1_ps(expf::POLY[0]);
-    for c in &expf::POLY[1..] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
-    }
-    let y = _mm512_add_ps(
-        _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r),
-        _mm512_set1_ps(1.0),
-    );
-    // y·2^n rounded once, to a subnormal or to 0 below the exponent range and to +∞
-    // above it.
-    _mm512_scalef_ps(y, n)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exp_is_accurate_over_its_range() {
-        if crate::Isa::Avx512.is_supported() {
-            expf::check(|lanes| {
-                let mut out = [0.0f32; 16];
-                let mut both = [0.0f32; 16];
-                both[..8].copy_from_slice(&lanes);
-                both[8..].copy_from_slice(&lanes);
-                // SAFETY: AVX-512F was detected; both arrays have 16 lanes.
-                unsafe { _mm512_storeu_ps(out.as_mut_ptr(), exp(_mm512_loadu_ps(both.as_ptr()))) };
-                let (low, high) = out.split_at(8);
-                assert!(low
-                    .iter()
-                    .zip(high)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()));
-                out[..8].try_into().unwrap()
-            });
-        }
     }
 }

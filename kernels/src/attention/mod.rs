@@ -11,7 +11,6 @@ pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 mod disjoint;
-pub(crate) mod expf;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod neon;
 

@@ -3,7 +3,8 @@
 
 use std::arch::aarch64::*;
 
-use super::{expf, Kernels};
+use super::Kernels;
+use crate::expf::neon::exp;
 
 /// Query rows of one register tile.
 const TILE_ROWS: usize = 6;
@@ -170,55 +171,5 @@ impl Kernels for Neon {
             .into_remainder()
             .iter_mut()
             .for_each(|x| *x *= factor);
-    }
-}
-
-/// `e^x` on 4 lanes by [`expf`]; NaN stays NaN.
-#[inline]
-#[target_feature(enable = "neon")]
-pub(crate) unsafe fn exp(x: float32x4_t) -> float32x4_t {
-    // NEON's max/min return NaN if either operand is NaN.
-    let x = vminq_f32(
-        vdupq_n_f32(expf::MAX_ARG),
-        vmaxq_f32(vdupq_n_f32(expf::MIN_ARG), x),
-    );
-    let n = vrndnq_f32(vmulq_n_f32(x, std::f32::consts::LOG2_E));
-    let r = vfmsq_f32(x, n, vdupq_n_f32(expf::LN2_HI));
-    let r = vfmsq_f32(r, n, vdupq_n_f32(expf::LN2_LO));
-    let mut p = vdupq_n_f32(expf::POLY[0]);
-    for c in &expf::POLY[1..] {
-        p = vfmaq_f32(vdupq_n_f32(*c), p, r);
-    }
-    let y = vaddq_f32(vfmaq_f32(r, vmulq_f32(p, r), r), vdupq_n_f32(1.0));
-    // 2^n in two normal factors, as n ∈ [−150, 128] is past the exponent range at both ends.
-    let n = vcvtq_s32_f32(n);
-    let low = vshrq_n_s32::<1>(n);
-    let high = vsubq_s32(n, low);
-    vmulq_f32(vmulq_f32(y, power_of_two(low)), power_of_two(high))
-}
-
-/// `2^k` for integer lanes `k ∈ [−126, 127]`.
-#[inline]
-#[target_feature(enable = "neon")]
-unsafe fn power_of_two(k: int32x4_t) -> float32x4_t {
-    vreinterpretq_f32_s32(vshlq_n_s32::<23>(vaddq_s32(k, vdupq_n_s32(127))))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exp_is_accurate_over_its_range() {
-        if crate::Isa::Neon.is_supported() {
-            expf::check(|lanes| {
-                let mut out = [0.0f32; 8];
-                for (src, dst) in lanes.chunks_exact(LANES).zip(out.chunks_exact_mut(LANES)) {
-                    // SAFETY: NEON was detected; both chunks have LANES elements.
-                    unsafe { vst1q_f32(dst.as_mut_ptr(), exp(vld1q_f32(src.as_ptr()))) };
-                }
-                out
-            });
-        }
     }
 }
