@@ -82,11 +82,6 @@ impl Plan {
             slot_sizes,
         }
     }
-
-    /// Total f32 elements across slots.
-    pub fn total_elements(&self) -> usize {
-        self.slot_sizes.iter().sum()
-    }
 }
 
 /// A graph with its buffer plan, built once per (batch, image size, options).
