@@ -61,9 +61,20 @@ fn edited_model(
     dir
 }
 
-/// Runs `forward` expecting failure, and returns its single stderr line.
-fn expect_error(args: &[&str]) -> String {
-    let out = vitmsn(args);
+/// Runs `forward` on `model` and `input` (plus `extra` flags) expecting failure, and
+/// returns its single stderr line.
+fn forward_error(model: &str, input: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "forward",
+        "--model",
+        model,
+        "--input",
+        input,
+        "--output",
+        "/dev/null",
+    ];
+    args.extend(extra);
+    let out = vitmsn(&args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     assert_eq!(
@@ -147,15 +158,7 @@ fn missing_or_misshapen_weights_are_named() {
         (name != "layernorm.bias").then_some((d, s, b))
     });
     let input = fixture("base_all_outputs", "inputs.safetensors");
-    let err = expect_error(&[
-        "forward",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        &input,
-        "--output",
-        "/dev/null",
-    ]);
+    let err = forward_error(model.to_str().unwrap(), &input, &[]);
     assert!(err.contains("missing tensor layernorm.bias"), "{err}");
 
     let model = edited_model("base_all_outputs", "shape", |name, d, s, b| {
@@ -165,15 +168,7 @@ fn missing_or_misshapen_weights_are_named() {
             (d, s, b)
         })
     });
-    let err = expect_error(&[
-        "forward",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        &input,
-        "--output",
-        "/dev/null",
-    ]);
+    let err = forward_error(model.to_str().unwrap(), &input, &[]);
     assert!(
         err.contains(
             "encoder.layer.1.intermediate.dense.weight has shape [32, 64], expected [64, 32]"
@@ -232,17 +227,6 @@ fn pixels(shape: [usize; 4]) -> Option<(Vec<usize>, Vec<f32>)> {
 #[test]
 fn bad_inputs_give_one_line_naming_the_problem() {
     let model = fixture("mask_token", "model");
-    let run = |input: &str| {
-        expect_error(&[
-            "forward",
-            "--model",
-            &model,
-            "--input",
-            input,
-            "--output",
-            "/dev/null",
-        ])
-    };
 
     let wrong_mask = input_with(
         "mask_token",
@@ -250,23 +234,10 @@ fn bad_inputs_give_one_line_naming_the_problem() {
         pixels([2, 3, 32, 32]),
         vec![("bool_masked_pos", Dtype::BOOL, vec![2, 15], vec![1; 30])],
     );
-    let err = run(&wrong_mask);
+    let err = forward_error(&model, &wrong_mask, &[]);
     assert!(err.contains("bool_masked_pos"), "{err}");
 
     let base_model = fixture("base_all_outputs", "model");
-    let run_base = |input: &str, extra: &[&str]| {
-        let mut args = vec![
-            "forward",
-            "--model",
-            &base_model,
-            "--input",
-            input,
-            "--output",
-            "/dev/null",
-        ];
-        args.extend(extra);
-        expect_error(&args)
-    };
     let head_mask = input_with(
         "base_all_outputs",
         "head",
@@ -278,14 +249,14 @@ fn bad_inputs_give_one_line_naming_the_problem() {
             bytemuck::cast_slice(&[1.0f32; 3]).to_vec(),
         )],
     );
-    let err = run_base(&head_mask, &[]);
+    let err = forward_error(&base_model, &head_mask, &[]);
     assert!(
         err.contains("head_mask has shape [3], expected [4] or [2, 4]"),
         "{err}"
     );
 
     let big = input_with("base_all_outputs", "size", pixels([1, 3, 48, 40]), vec![]);
-    let err = run_base(&big, &[]);
+    let err = forward_error(&base_model, &big, &[]);
     assert!(
         err.contains("48x40") && err.contains("--interpolate-pos-encoding"),
         "{err}"
@@ -297,15 +268,15 @@ fn bad_inputs_give_one_line_naming_the_problem() {
         pixels([1, 1, 32, 32]),
         vec![],
     );
-    let err = run_base(&channels, &[]);
+    let err = forward_error(&base_model, &channels, &[]);
     assert!(err.contains("1 channels"), "{err}");
 
     let no_pixels = input_with("base_all_outputs", "nopix", None, vec![]);
-    let err = run_base(&no_pixels, &[]);
+    let err = forward_error(&base_model, &no_pixels, &[]);
     assert!(err.contains("pixel_values"), "{err}");
 
     let ok_input = fixture("base_all_outputs", "inputs.safetensors");
-    let err = run_base(&ok_input, &["--backend", "tpu"]);
+    let err = forward_error(&base_model, &ok_input, &["--backend", "tpu"]);
     assert!(err.contains("unknown backend \"tpu\""), "{err}");
 
     let mask_without_token = input_with(
@@ -314,17 +285,9 @@ fn bad_inputs_give_one_line_naming_the_problem() {
         pixels([2, 3, 32, 32]),
         vec![("bool_masked_pos", Dtype::BOOL, vec![2, 16], vec![1; 32])],
     );
-    let err = run_base(&mask_without_token, &[]);
+    let err = forward_error(&base_model, &mask_without_token, &[]);
     assert!(err.contains("mask_token"), "{err}");
 
-    let err = expect_error(&[
-        "forward",
-        "--model",
-        "/nonexistent",
-        "--input",
-        &ok_input,
-        "--output",
-        "/dev/null",
-    ]);
+    let err = forward_error("/nonexistent", &ok_input, &[]);
     assert!(err.contains("/nonexistent/config.json"), "{err}");
 }
