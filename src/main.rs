@@ -33,7 +33,7 @@ fn run(args: &[String]) -> Result<()> {
             Ok(())
         }
         Some(other) => Err(Error::Usage(format!(
-            "unknown command \"{other}\"\n{USAGE}"
+            "unknown command \"{other}\" (see vitmsn --help)"
         ))),
     }
 }
@@ -84,7 +84,7 @@ impl Flags {
 
     fn required(&self, name: &str) -> Result<&str> {
         self.get(name)
-            .ok_or_else(|| Error::Usage(format!("--{name} is required\n{USAGE}")))
+            .ok_or_else(|| Error::Usage(format!("--{name} is required (see vitmsn --help)")))
     }
 
     fn switch(&self, name: &str) -> bool {
@@ -97,7 +97,9 @@ impl Flags {
             .iter()
             .find(|(n, _)| !known.contains(&n.as_str()))
         {
-            Some((n, _)) => Err(Error::Usage(format!("unknown option --{n}\n{USAGE}"))),
+            Some((n, _)) => Err(Error::Usage(format!(
+                "unknown option --{n} (see vitmsn --help)"
+            ))),
             None => Ok(()),
         }
     }
@@ -178,9 +180,9 @@ fn bench(flags: &Flags) -> Result<()> {
             )
         }
         _ => {
-            return Err(Error::Usage(format!(
-                "bench takes one of --model or --arch\n{USAGE}"
-            )))
+            return Err(Error::Usage(
+                "bench takes one of --model or --arch (see vitmsn --help)".into(),
+            ))
         }
     };
     let report = bench::run(
