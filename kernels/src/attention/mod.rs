@@ -10,16 +10,13 @@
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
-mod disjoint;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod neon;
-
-pub(crate) use disjoint::DisjointMut;
 
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::threads::ThreadPool;
+use crate::threads::{DisjointMut, ThreadPool};
 use crate::{scalar, AttentionShape, Isa};
 
 /// Upper bound on [`Kernels::TILE_ROWS`].

@@ -8,8 +8,7 @@ mod avx512;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 
-use crate::attention::DisjointMut;
-use crate::threads::ThreadPool;
+use crate::threads::{DisjointMut, ThreadPool};
 use crate::{scalar, Isa};
 
 /// Rows per pool task: enough work to outweigh taking a task.
