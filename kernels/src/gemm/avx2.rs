@@ -2,7 +2,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{GemmKernel, TileEpilogue};
+use super::{GemmKernel, Panels, TileEpilogue};
 use crate::activation::avx2::apply_all;
 
 pub(crate) struct Avx2Fma;
@@ -27,16 +27,14 @@ impl GemmKernel for Avx2Fma {
     const NC: usize = 4096;
 
     unsafe fn kernel(
-        depth: usize,
-        a: *const f32,
-        b: *const f32,
+        panels: Panels,
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
         epilogue: Option<&TileEpilogue>,
     ) {
         // SAFETY: the caller guarantees AVX2+FMA and the operands, as kernel_6x16 needs.
-        unsafe { kernel_6x16(depth, a, b, c, ldc, accumulate, epilogue) }
+        unsafe { kernel_6x16(panels, c, ldc, accumulate, epilogue) }
     }
 }
 
@@ -44,14 +42,18 @@ impl GemmKernel for Avx2Fma {
 /// As `GemmKernel::kernel`.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel_6x16(
-    depth: usize,
-    a: *const f32,
-    b: *const f32,
+    panels: Panels,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
     epilogue: Option<&TileEpilogue>,
 ) {
+    let Panels {
+        depth,
+        a,
+        b,
+        prefetch,
+    } = panels;
     // Start fetching the C (and residual) tile now: they are needed only after the K loop.
     let residual = epilogue.and_then(|e| e.residual);
     for tile in std::iter::once(c.cast_const()).chain(residual) {
@@ -61,9 +63,8 @@ unsafe fn kernel_6x16(
             _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(NR * 4 - 1));
         }
     }
-    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     // One step: the outer product of A's column p (MR values) and B's row p (NR values).
-    let mut step = |p: usize| {
+    let step = |mut acc: [[__m256; 2]; MR], p: usize| {
         // SAFETY: step p of each panel lies within the MR·depth and NR·depth values the
         // caller guarantees.
         unsafe {
@@ -75,13 +76,22 @@ unsafe fn kernel_6x16(
                 acc_row[1] = _mm256_fmadd_ps(a_value, b_hi, acc_row[1]);
             }
         }
+        acc
     };
     // Unrolled so that the six row addresses of A are computed once per eight steps.
     let unrolled = depth - depth % 8;
+    let mut sums = [[_mm256_setzero_ps(); 2]; MR];
     for p in (0..unrolled).step_by(8) {
-        (p..p + 8).for_each(&mut step);
+        // Two lines of what a later call reads, per eight steps: `depth·16` bytes in all.
+        let ahead = prefetch.wrapping_add(p * 4).cast::<i8>();
+        _mm_prefetch::<_MM_HINT_T1>(ahead);
+        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64));
+        sums = (p..p + 8).fold(sums, step);
     }
-    (unrolled..depth).for_each(step);
+    sums = (unrolled..depth).fold(sums, step);
+    // The epilogue works on a copy: it passes the tile's address to `apply_all`, and a
+    // tile whose address is taken is stored to the stack on every step of the loop.
+    let mut acc = sums;
     // SAFETY: the tile lies in C, which the caller vouches for.
     let row = |r: usize, half: usize| unsafe { c.add(r * ldc + half * 8) };
     if accumulate {

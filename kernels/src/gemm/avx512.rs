@@ -2,7 +2,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{GemmKernel, TileEpilogue};
+use super::{GemmKernel, Panels, TileEpilogue};
 use crate::activation::avx512::apply_all;
 
 pub(crate) struct Avx512;
@@ -43,16 +43,14 @@ impl GemmKernel for Avx512 {
     const A_INTERLEAVED: bool = true;
 
     unsafe fn kernel(
-        depth: usize,
-        a: *const f32,
-        b: *const f32,
+        panels: Panels,
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
         epilogue: Option<&TileEpilogue>,
     ) {
         // SAFETY: the caller guarantees AVX-512F and the operands, as `kernel_6x64` needs.
-        unsafe { kernel_6x64(depth, a, b, c, ldc, accumulate, epilogue) }
+        unsafe { kernel_6x64(panels, c, ldc, accumulate, epilogue) }
     }
 }
 
@@ -60,14 +58,18 @@ impl GemmKernel for Avx512 {
 /// As `GemmKernel::kernel`, with A interleaved: `depth` steps of `MR` values.
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn kernel_6x64(
-    depth: usize,
-    a: *const f32,
-    b: *const f32,
+    panels: Panels,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
     epilogue: Option<&TileEpilogue>,
 ) {
+    let Panels {
+        depth,
+        a,
+        b,
+        prefetch,
+    } = panels;
     // Start fetching the C (and residual) tile now: they are needed only after the K loop.
     let residual = epilogue.and_then(|e| e.residual);
     for tile in std::iter::once(c.cast_const()).chain(residual) {
@@ -78,9 +80,8 @@ unsafe fn kernel_6x64(
             }
         }
     }
-    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     // One step: the outer product of A's column p (MR values) and B's row p (NR values).
-    let mut step = |p: usize| {
+    let step = |mut acc: [[__m512; NV]; MR], p: usize| {
         // SAFETY: step p of each panel lies within the MR·depth and NR·depth values the
         // caller guarantees.
         unsafe {
@@ -93,12 +94,19 @@ unsafe fn kernel_6x64(
                 }
             }
         }
+        acc
     };
     let unrolled = depth - depth % 4;
+    let mut sums = [[_mm512_setzero_ps(); NV]; MR];
     for p in (0..unrolled).step_by(4) {
-        (p..p + 4).for_each(&mut step);
+        // One line of what a later call reads, per four steps: `depth·16` bytes in all.
+        _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(p * 4).cast::<i8>());
+        sums = (p..p + 4).fold(sums, step);
     }
-    (unrolled..depth).for_each(step);
+    sums = (unrolled..depth).fold(sums, step);
+    // The epilogue works on a copy: it passes the tile's address to `apply_all`, and a
+    // tile whose address is taken is stored to the stack on every step of the loop.
+    let mut acc = sums;
     // SAFETY: the tile lies in C, which the caller vouches for.
     let at = |r: usize, v: usize| unsafe { c.add(r * ldc + v * 16) };
     if accumulate {

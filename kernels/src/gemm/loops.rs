@@ -18,7 +18,7 @@
 use std::cell::RefCell;
 use std::ops::Range;
 
-use super::{GemmKernel, PackedWeights, TileEpilogue};
+use super::{GemmKernel, PackedWeights, Panels, TileEpilogue};
 use crate::threads::ThreadPool;
 use crate::{Epilogue, Isa};
 
@@ -279,8 +279,19 @@ fn multiply_block<K: GemmKernel>(
         for jp in panels.clone() {
             let b = &w.panels.as_slice()[p0 * n_padded + jp * d * K::NR..][..d * K::NR];
             let j = jp * K::NR;
+            // The panel after this one in memory, which this task reads next (or, past its
+            // last panel, soon after): each A panel's call prefetches one slice of it, so
+            // it arrives from memory while this one is multiplied.
+            let next_panel = b.as_ptr_range().end;
+            let slices = K::NR / 4;
             for ip in 0..m_panels {
                 let a_panel = &packed_a[ip * K::MR * d..][..K::MR * d];
+                let panels = Panels {
+                    depth: d,
+                    a: a_panel.as_ptr(),
+                    b: b.as_ptr(),
+                    prefetch: next_panel.wrapping_add(ip % slices * d * 4),
+                };
                 let i = rows.start + ip * K::MR;
                 let corner = Corner {
                     i,
@@ -288,7 +299,9 @@ fn multiply_block<K: GemmKernel>(
                     rows: K::MR.min(rows.end - i),
                     cols: K::NR.min(n - j),
                 };
-                multiply_tile::<K>(ops, d, a_panel, b, corner, p0 > 0, last);
+                // SAFETY: `panels` points into the slices `a_panel` and `b`, which hold
+                // MR·d and NR·d values.
+                unsafe { multiply_tile::<K>(ops, panels, corner, p0 > 0, last) };
             }
         }
     }
@@ -303,11 +316,13 @@ struct Corner {
 }
 
 /// Runs the micro-kernel on one tile of C, staging edge tiles through a full-size buffer.
-fn multiply_tile<K: GemmKernel>(
+///
+/// # Safety
+/// `panels.a` and `panels.b` must be valid for the `MR·depth` and `NR·depth` reads
+/// `GemmKernel::kernel` makes.
+unsafe fn multiply_tile<K: GemmKernel>(
     ops: &Operands,
-    d: usize,
-    a_panel: &[f32],
-    b_panel: &[f32],
+    panels: Panels,
     at: Corner,
     accumulate: bool,
     last: bool,
@@ -322,14 +337,12 @@ fn multiply_tile<K: GemmKernel>(
             activation: epilogue.activation,
             residual: epilogue.residual.map(|r| r[corner..].as_ptr()),
         });
-        // SAFETY: the panels hold MR·d and NR·d values; the tile lies inside C (and the
+        // SAFETY: the caller vouches for the panels; the tile lies inside C (and the
         // residual, which has C's shape, and the bias covers its columns), and only this
         // task touches it. The kernel's CPU features were checked when `w` was packed.
         unsafe {
             K::kernel(
-                d,
-                a_panel.as_ptr(),
-                b_panel.as_ptr(),
+                panels,
                 c.add(corner),
                 ldc,
                 accumulate,
@@ -362,14 +375,12 @@ fn multiply_tile<K: GemmKernel>(
         activation: epilogue.activation,
         residual: epilogue.residual.map(|_| residual.as_ptr()),
     });
-    // SAFETY: the panels hold MR·d and NR·d values; `tile`, `residual` and `bias` hold
+    // SAFETY: the caller vouches for the panels; `tile`, `residual` and `bias` hold
     // MR·NR values with row stride NR. The kernel's CPU features were checked when `w`
     // was packed.
     unsafe {
         K::kernel(
-            d,
-            a_panel.as_ptr(),
-            b_panel.as_ptr(),
+            panels,
             tile.as_mut_ptr(),
             K::NR,
             accumulate,

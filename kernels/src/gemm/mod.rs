@@ -48,26 +48,36 @@ pub(crate) trait GemmKernel {
     /// after step (one stream, for kernels with more rows than spare address registers).
     const A_INTERLEAVED: bool = false;
 
-    /// Multiplies a packed `MR×depth` A panel by a packed `depth×NR` B panel and stores the
+    /// Multiplies the packed `MR×depth` A panel by the packed `depth×NR` B panel and stores the
     /// `MR×NR` tile at `c` (row stride `ldc`): `c = c + a·b` when `accumulate`, else
     /// `c = a·b`; then, when `epilogue` is given, `c = act(c + bias) + residual`.
     ///
     /// # Safety
-    /// The CPU must support the kernel's instruction set. `a` must be valid for
-    /// `MR·depth` reads (laid out as `A_INTERLEAVED` says) and `b` for
+    /// The CPU must support the kernel's instruction set. `panels.a` must be valid for
+    /// `MR·depth` reads (laid out as `A_INTERLEAVED` says) and `panels.b` for
     /// `NR·depth` (`depth` steps of `NR` values, step after step). `c` must be
     /// valid for reads and writes of `MR` rows of `NR` values `ldc` apart, with no other
     /// thread touching them. The epilogue's `bias` must be valid for `NR` reads and its
     /// `residual` for `MR` rows of `NR` values `ldc` apart.
     unsafe fn kernel(
-        depth: usize,
-        a: *const f32,
-        b: *const f32,
+        panels: Panels,
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
         epilogue: Option<&TileEpilogue>,
     );
+}
+
+/// The packed operands of one micro-kernel call.
+#[derive(Clone, Copy)]
+pub(crate) struct Panels {
+    pub depth: usize,
+    pub a: *const f32,
+    pub b: *const f32,
+    /// A hint, never dereferenced: the kernel may ask the cache for up to `depth·16`
+    /// bytes from here, memory a later call reads. Weights come from memory, not cache,
+    /// once a model outgrows L3; fetched a call ahead, they arrive in time.
+    pub prefetch: *const f32,
 }
 
 /// The epilogue of one `MR×NR` tile, as pointers to the tile's corner in each operand.

@@ -1,7 +1,7 @@
 //! The portable micro-kernel: plain Rust that the compiler vectorises for whatever the
 //! target's baseline is (SSE2 on x86-64). It backs `Isa::Scalar`.
 
-use super::{GemmKernel, TileEpilogue};
+use super::{GemmKernel, Panels, TileEpilogue};
 
 pub(crate) struct Portable;
 
@@ -19,14 +19,13 @@ impl GemmKernel for Portable {
     const NC: usize = 4096;
 
     unsafe fn kernel(
-        depth: usize,
-        a: *const f32,
-        b: *const f32,
+        panels: Panels,
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
         epilogue: Option<&TileEpilogue>,
     ) {
+        let Panels { depth, a, b, .. } = panels;
         // SAFETY: the caller guarantees MR·depth values at `a` and NR·depth at `b`.
         let (a, b) = unsafe {
             (
