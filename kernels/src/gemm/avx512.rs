@@ -1,4 +1,4 @@
-//! The AVX-512F micro-kernel: a 6×64 tile in 24 zmm accumulators, A packed step-major.
+//! The AVX-512F micro-kernel: a 6×64 tile in 24 zmm accumulators.
 
 use std::arch::x86_64::*;
 
@@ -39,8 +39,6 @@ impl GemmKernel for Avx512 {
     /// B blocks of up to 4096 columns: ViT's widest weight, 3072×768, is 9 MiB, so a task
     /// sweeps all of it.
     const NC: usize = 4096;
-    /// Six rows of A read from one pointer, not six.
-    const A_INTERLEAVED: bool = true;
 
     unsafe fn kernel(
         panels: Panels,
@@ -55,7 +53,7 @@ impl GemmKernel for Avx512 {
 }
 
 /// # Safety
-/// As `GemmKernel::kernel`, with A interleaved: `depth` steps of `MR` values.
+/// As `GemmKernel::kernel`.
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn kernel_6x64(
     panels: Panels,
@@ -88,7 +86,7 @@ unsafe fn kernel_6x64(
             let b_step: [__m512; NV] =
                 std::array::from_fn(|v| _mm512_loadu_ps(b.add(p * NR + v * 16)));
             for (r, acc_row) in acc.iter_mut().enumerate() {
-                let a_value = _mm512_set1_ps(*a.add(p * MR + r));
+                let a_value = _mm512_set1_ps(*a.add(r * depth + p));
                 for (sum, &b_v) in acc_row.iter_mut().zip(&b_step) {
                     *sum = _mm512_fmadd_ps(a_value, b_v, *sum);
                 }

@@ -5,15 +5,14 @@
 //! panel `jp` of that block starts at `p0·n_padded + jp·d·NR`.
 //!
 //! Packed A (per call, in `pack_a`): for each K block, a dense copy of the block's rows,
-//! `d` values each, with zero rows up to a whole number of `MR`-row panels. For most
-//! kernels rows stay rows (the kernel reads `MR` streams), so packing is a plain copy; it
-//! keeps the block contiguous, away from the cache-set conflicts of A's own row stride.
-//! Kernels with `A_INTERLEAVED` get each panel step-major instead: `d` steps of `MR`
-//! values, one stream.
+//! `d` values each, with zero rows up to a whole number of `MR`-row panels. Rows stay rows
+//! (the kernel reads `MR` streams), so packing is a plain copy; it keeps the block
+//! contiguous, away from the cache-set conflicts of A's own row stride.
 //!
 //! One task owns a block of C's rows and of its column panels and runs, for each K block,
 //! pack A → for each B panel → for each A panel → micro-kernel, so a B panel stays in L1
-//! while the packed A block streams from L2.
+//! while the packed A block streams from L2. Meanwhile each call prefetches one slice of
+//! the next B panel, which otherwise would come from memory at the L2 streamer's pace.
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -122,27 +121,6 @@ fn pack_a<K: GemmKernel>(
         return;
     }
     let padded_rows = rows.len().div_ceil(K::MR) * K::MR;
-    if K::A_INTERLEAVED {
-        for (panel, first) in packed[..padded_rows * d]
-            .chunks_exact_mut(K::MR * d)
-            .zip(rows.clone().step_by(K::MR))
-        {
-            for r in 0..K::MR {
-                let i = first + r;
-                if i < rows.end {
-                    let row = &a[i * k + p0..][..d];
-                    for (p, &v) in row.iter().enumerate() {
-                        panel[p * K::MR + r] = v;
-                    }
-                } else {
-                    for p in 0..d {
-                        panel[p * K::MR + r] = 0.0;
-                    }
-                }
-            }
-        }
-        return;
-    }
     for (i, packed_row) in (rows.start..).zip(packed[..padded_rows * d].chunks_exact_mut(d)) {
         if i < rows.end {
             packed_row.copy_from_slice(&a[i * k + p0..][..d]);

@@ -43,10 +43,6 @@ pub(crate) trait GemmKernel {
     const KC: usize;
     const MC: usize;
     const NC: usize;
-    /// How a packed A panel is laid out: `false`, `MR` rows of `depth` values, row after
-    /// row (the kernel reads `MR` streams); `true`, `depth` steps of `MR` values, step
-    /// after step (one stream, for kernels with more rows than spare address registers).
-    const A_INTERLEAVED: bool = false;
 
     /// Multiplies the packed `MR×depth` A panel by the packed `depth×NR` B panel and stores the
     /// `MR×NR` tile at `c` (row stride `ldc`): `c = c + a·b` when `accumulate`, else
@@ -54,7 +50,7 @@ pub(crate) trait GemmKernel {
     ///
     /// # Safety
     /// The CPU must support the kernel's instruction set. `panels.a` must be valid for
-    /// `MR·depth` reads (laid out as `A_INTERLEAVED` says) and `panels.b` for
+    /// `MR·depth` reads (`MR` rows of `depth` values, row after row) and `panels.b` for
     /// `NR·depth` (`depth` steps of `NR` values, step after step). `c` must be
     /// valid for reads and writes of `MR` rows of `NR` values `ldc` apart, with no other
     /// thread touching them. The epilogue's `bias` must be valid for `NR` reads and its
