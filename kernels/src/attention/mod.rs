@@ -120,7 +120,8 @@ impl BlockScratch {
 /// How one head's keys and values are packed: keys in panels of `panel_keys` keys stored
 /// `[head_dim][panel_keys]` (zero past the last key), then values `[tokens][padded_dim]`
 /// (zero past `head_dim`). The kernels set the panel width and the padding
-/// ([`Kernels::PANEL_KEYS`], [`Kernels::TILE_COLS`]).
+/// ([`Kernels::PANEL_KEYS`], [`Kernels::TILE_COLS`]). Values that need no padding (ViT's
+/// 64 columns) are not packed: the kernels read them in place from the qkv rows.
 #[derive(Clone, Copy)]
 struct PackedHead {
     tokens: usize,
@@ -143,24 +144,43 @@ impl PackedHead {
         self.tokens.next_multiple_of(self.panel_keys) * self.head_dim
     }
 
+    fn values_packed(&self) -> bool {
+        self.padded_dim != self.head_dim
+    }
+
     fn len(&self) -> usize {
-        self.keys_len() + self.tokens * self.padded_dim
+        let values_len = if self.values_packed() {
+            self.tokens * self.padded_dim
+        } else {
+            0
+        };
+        self.keys_len() + values_len
     }
 
     /// Packs head `head` of one image's `[tokens, 3·hidden]` qkv rows into `dst`.
     fn pack(&self, image: &[f32], head: usize, hidden: usize, dst: &mut [f32]) {
         let (d, pk) = (self.head_dim, self.panel_keys);
         let (keys, values) = dst[..self.len()].split_at_mut(self.keys_len());
-        keys[(self.tokens / pk) * pk * d..].fill(0.0);
-        for (j, row) in image.chunks_exact(3 * hidden).take(self.tokens).enumerate() {
-            let key = &row[hidden + head * d..][..d];
-            let panel = &mut keys[(j / pk) * pk * d..][..pk * d];
-            for (c, &k) in key.iter().enumerate() {
-                panel[c * pk + j % pk] = k;
+        let rows = || image.chunks_exact(3 * hidden).take(self.tokens);
+        // Panel by panel, so the writes run along each panel row: `pk` keys' column c.
+        for (panel, first) in keys.chunks_exact_mut(pk * d).zip((0..).step_by(pk)) {
+            let count = pk.min(self.tokens - first);
+            let panel_keys: [&[f32]; MAX_PANEL_KEYS] = std::array::from_fn(|j| {
+                let row = (first + j.min(count - 1)) * 3 * hidden + hidden + head * d;
+                &image[row..][..d]
+            });
+            for (c, panel_row) in panel.chunks_exact_mut(pk).enumerate() {
+                for (dst, key) in panel_row[..count].iter_mut().zip(&panel_keys) {
+                    *dst = key[c];
+                }
+                panel_row[count..].fill(0.0);
             }
-            let value = &mut values[j * self.padded_dim..][..self.padded_dim];
-            value[..d].copy_from_slice(&row[2 * hidden + head * d..][..d]);
-            value[d..].fill(0.0);
+        }
+        if self.values_packed() {
+            for (row, value) in rows().zip(values.chunks_exact_mut(self.padded_dim)) {
+                value[..d].copy_from_slice(&row[2 * hidden + head * d..][..d]);
+                value[d..].fill(0.0);
+            }
         }
     }
 }
@@ -174,7 +194,9 @@ struct HeadView<'a> {
     query_col: usize,
     /// Packed as [`PackedHead`] describes.
     keys: &'a [f32],
+    /// Value rows `value_stride` apart: packed, or in place in `image`.
     values: &'a [f32],
+    value_stride: usize,
     tokens: usize,
     head_dim: usize,
     panel_keys: usize,
@@ -334,7 +356,7 @@ unsafe fn attend_online<K: Kernels>(
             row_sum[r] = row_sum[r] * rescale[r] + K::exp_shifted_in_place(row, new_max);
             row_max[r] = new_max;
         }
-        let values = &head.values[first_key * dp..];
+        let values = &head.values[first_key * head.value_stride..];
         for t in 0..tiles {
             // Entries past `tr` are never read; they repeat the tile's last row.
             let weights: [&[f32]; MAX_TILE_ROWS] =
@@ -344,7 +366,7 @@ unsafe fn attend_online<K: Kernels>(
                 K::context_tile(
                     &weights[..tr],
                     &values[c..],
-                    dp,
+                    head.value_stride,
                     &mut context[t * tr * dp + c..],
                     dp,
                     rescale,
@@ -409,7 +431,7 @@ unsafe fn attend_with_probs<K: Kernels>(
             K::context_tile(
                 &weights[..tr],
                 &head.values[c..],
-                dp,
+                head.value_stride,
                 &mut context[t * tr * dp + c..],
                 dp,
                 &[1.0; MAX_TILE_ROWS][..tr],
@@ -546,13 +568,20 @@ unsafe fn blocked_attention<K: Kernels>(
             return;
         }
         let head_packed = &scratch.packed[image_head * layout.len()..][..layout.len()];
-        let (keys, values) = head_packed.split_at(layout.keys_len());
+        let (keys, packed_values) = head_packed.split_at(layout.keys_len());
+        let image = &qkv[b * image_len..][..image_len];
+        let (values, value_stride) = if layout.values_packed() {
+            (packed_values, layout.padded_dim)
+        } else {
+            (&image[2 * hidden + h * head_dim..], 3 * hidden)
+        };
         let head = HeadView {
-            image: &qkv[b * image_len..][..image_len],
+            image,
             row_stride: 3 * hidden,
             query_col: h * head_dim,
             keys,
             values,
+            value_stride,
             tokens,
             head_dim,
             panel_keys: layout.panel_keys,
