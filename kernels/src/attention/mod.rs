@@ -328,11 +328,12 @@ unsafe fn attend_online<K: Kernels>(
 
     for first_key in (0..head.tokens).step_by(BLOCK_KEYS) {
         let keys = BLOCK_KEYS.min(head.tokens - first_key);
-        for t in 0..tiles {
-            let queries = head.tile_queries(rows.start + t * tr, rows.end);
-            for p in 0..keys.div_ceil(pk) {
+        // Panel-major, so each key panel stays in L1 while every tile of queries meets it.
+        for p in 0..keys.div_ceil(pk) {
+            let panel = head.key_panel(first_key / pk + p);
+            for t in 0..tiles {
+                let queries = head.tile_queries(rows.start + t * tr, rows.end);
                 let out = &mut scores[t * tr * BLOCK_KEYS + p * pk..];
-                let panel = head.key_panel(first_key / pk + p);
                 K::score_tile(
                     &queries[..tr],
                     panel,
@@ -357,12 +358,14 @@ unsafe fn attend_online<K: Kernels>(
             row_max[r] = new_max;
         }
         let values = &head.values[first_key * head.value_stride..];
-        for t in 0..tiles {
-            // Entries past `tr` are never read; they repeat the tile's last row.
-            let weights: [&[f32]; MAX_TILE_ROWS] =
-                std::array::from_fn(|r| &scores[(t * tr + r.min(tr - 1)) * BLOCK_KEYS..][..keys]);
-            let rescale = &rescale[t * tr..][..tr];
-            for c in (0..dp).step_by(K::TILE_COLS) {
+        // Column-major, so each strip of values stays in L1 while every tile meets it.
+        for c in (0..dp).step_by(K::TILE_COLS) {
+            for t in 0..tiles {
+                // Entries past `tr` are never read; they repeat the tile's last row.
+                let weights: [&[f32]; MAX_TILE_ROWS] = std::array::from_fn(|r| {
+                    &scores[(t * tr + r.min(tr - 1)) * BLOCK_KEYS..][..keys]
+                });
+                let rescale = &rescale[t * tr..][..tr];
                 K::context_tile(
                     &weights[..tr],
                     &values[c..],
