@@ -83,9 +83,11 @@ unsafe fn kernel_6x16(
     let mut sums = [[_mm256_setzero_ps(); 2]; MR];
     for p in (0..unrolled).step_by(8) {
         // Two lines of what a later call reads, per eight steps: `depth·16` bytes in all.
-        let ahead = prefetch.wrapping_add(p * 4).cast::<i8>();
-        _mm_prefetch::<_MM_HINT_T1>(ahead);
-        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64));
+        if !prefetch.is_null() {
+            let ahead = prefetch.wrapping_add(p * 4).cast::<i8>();
+            _mm_prefetch::<_MM_HINT_T1>(ahead);
+            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64));
+        }
         sums = (p..p + 8).fold(sums, step);
     }
     sums = (unrolled..depth).fold(sums, step);

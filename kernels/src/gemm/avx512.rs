@@ -98,7 +98,9 @@ unsafe fn kernel_6x64(
     let mut sums = [[_mm512_setzero_ps(); NV]; MR];
     for p in (0..unrolled).step_by(4) {
         // One line of what a later call reads, per four steps: `depth·16` bytes in all.
-        _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(p * 4).cast::<i8>());
+        if !prefetch.is_null() {
+            _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(p * 4).cast::<i8>());
+        }
         sums = (p..p + 4).fold(sums, step);
     }
     sums = (unrolled..depth).fold(sums, step);

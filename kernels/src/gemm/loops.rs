@@ -258,8 +258,8 @@ fn multiply_block<K: GemmKernel>(
             let b = &w.panels.as_slice()[p0 * n_padded + jp * d * K::NR..][..d * K::NR];
             let j = jp * K::NR;
             // The panel after this one in memory, which this task reads next (or, past its
-            // last panel, soon after): each A panel's call prefetches one slice of it, so
-            // it arrives from memory while this one is multiplied.
+            // last panel, soon after): the first A panels' calls prefetch one slice of it
+            // each, so it arrives from memory while this one is multiplied.
             let next_panel = b.as_ptr_range().end;
             let slices = K::NR / 4;
             for ip in 0..m_panels {
@@ -268,7 +268,11 @@ fn multiply_block<K: GemmKernel>(
                     depth: d,
                     a: a_panel.as_ptr(),
                     b: b.as_ptr(),
-                    prefetch: next_panel.wrapping_add(ip % slices * d * 4),
+                    prefetch: if ip < slices {
+                        next_panel.wrapping_add(ip * d * 4)
+                    } else {
+                        std::ptr::null()
+                    },
                 };
                 let i = rows.start + ip * K::MR;
                 let corner = Corner {

@@ -50,7 +50,7 @@ unsafe fn kernel_8x8(
     } = panels;
     let mut acc = [[vdupq_n_f32(0.0); 2]; MR];
     for p in 0..depth {
-        if p % 4 == 0 {
+        if p % 4 == 0 && !prefetch.is_null() {
             // One line of what a later call reads, per four steps: `depth·16` bytes in all.
             // SAFETY: a prefetch into L2 changes nothing the program sees and never faults.
             unsafe {
