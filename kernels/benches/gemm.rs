@@ -1,5 +1,7 @@
 //! GEMM on ViT-MSN's shapes, one and two threads, with each layer's own epilogue, for
 //! each SIMD instruction set this CPU has (AVX-512 and AVX2 rows on an AVX-512 CPU).
+//! `gemm` reuses one weight matrix, warm in the caches; `gemm_cold_weights` cycles through
+//! copies of it from memory, as a forward meets each layer's weights, on the best set.
 //!
 //! Throughput is counted as 2·m·n·k elements, so criterion's "elem/s" reads as FLOP/s.
 
@@ -43,7 +45,8 @@ fn values(len: usize) -> Vec<f32> {
         .collect()
 }
 
-fn gemm(c: &mut Criterion) {
+/// Every SIMD instruction set this CPU has, best first (or the scalar fallback).
+fn isas() -> Vec<Isa> {
     let mut isas: Vec<Isa> = Isa::supported()
         .into_iter()
         .filter(|&isa| isa != Isa::Scalar)
@@ -51,14 +54,35 @@ fn gemm(c: &mut Criterion) {
     if isas.is_empty() {
         isas.push(Isa::Scalar);
     }
+    isas
+}
+
+/// Weights for one shape: one packed copy, or with `cold`, enough copies (at least
+/// `COLD_BYTES` in all) that each call finds its copy evicted from the caches, as every
+/// layer of a forward does.
+fn weight_copies(isa: Isa, n: usize, k: usize, cold: bool) -> Vec<PackedWeights> {
+    /// More than this machine's L2s and the share of L3 a VM sees.
+    const COLD_BYTES: usize = 256 << 20;
+    let copies = if cold {
+        COLD_BYTES.div_ceil(n * k * 4).max(2)
+    } else {
+        1
+    };
+    let w = values(n * k);
+    (0..copies)
+        .map(|_| PackedWeights::new(isa, n, k, &w))
+        .collect()
+}
+
+fn bench_shapes(c: &mut Criterion, group_name: &str, isas: &[Isa], cold: bool) {
     let pools = [ThreadPool::new(1), ThreadPool::new(2)];
-    let mut group = c.benchmark_group("gemm");
+    let mut group = c.benchmark_group(group_name);
     group.sample_size(10);
     for (isa, (m, k, n, layer)) in isas
         .iter()
         .flat_map(|&isa| SHAPES.map(|shape| (isa, shape)))
     {
-        let weights = PackedWeights::new(isa, n, k, &values(n * k));
+        let weights = weight_copies(isa, n, k, cold);
         let a = values(m * k);
         let bias = values(n);
         let residual = values(m * n);
@@ -86,12 +110,13 @@ fn gemm(c: &mut Criterion) {
                 format!("{isa:?}/{m}x{k}x{n}"),
                 format!("{}t", pool.threads()),
             );
+            let mut next = weights.iter().cycle();
             group.bench_function(id, |bench| {
                 bench.iter(|| {
                     gemm_packed(
                         m,
                         black_box(&a),
-                        &weights,
+                        next.next().expect("a cycle never ends"),
                         black_box(&mut out),
                         &epilogue,
                         pool,
@@ -103,5 +128,15 @@ fn gemm(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, gemm);
+/// One weight matrix, warm in the caches from the previous call: the kernel's own speed.
+fn gemm(c: &mut Criterion) {
+    bench_shapes(c, "gemm", &isas(), false);
+}
+
+/// The weights cycled through from memory as in a forward, on the best instruction set.
+fn gemm_cold_weights(c: &mut Criterion) {
+    bench_shapes(c, "gemm_cold_weights", &isas()[..1], true);
+}
+
+criterion_group!(benches, gemm, gemm_cold_weights);
 criterion_main!(benches);
