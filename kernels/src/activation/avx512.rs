@@ -6,6 +6,7 @@
 
 use std::arch::x86_64::*;
 
+use super::ERF_PIECES;
 use crate::expf::{self, avx512::exp};
 use crate::{Activation, SELU_ALPHA, SELU_SCALE, SQRT_2_OVER_PI};
 
@@ -247,84 +248,6 @@ unsafe fn tanh_softplus(x: __m512) -> __m512 {
         splat(1.0),
     )
 }
-
-/// erf on eight pieces of `[0, 4]`, each half a unit wide: piece `i` is a degree-6
-/// Chebyshev fit in `t = 2|z| − i − 0.5 ∈ [−0.5, 0.5]`, within 7e-8 of erf after f32
-/// rounding. Row `j` holds the coefficient of `t^(6 − j)` for the eight pieces, so that one
-/// lane-wise permute picks each lane's coefficient: one polynomial per lane instead of a
-/// blend of several.
-const ERF_PIECES: [[f32; 8]; 7] = [
-    [
-        -6.169975e-4,
-        -4.1592537e-4,
-        3.232006e-4,
-        1.4123674e-4,
-        -4.3674198e-5,
-        -2.6040527e-5,
-        -4.2574607e-6,
-        -3.205026e-7,
-    ],
-    [
-        2.4470985e-3,
-        -1.6018725e-3,
-        -1.4617854e-3,
-        1.8654132e-4,
-        3.3066343e-4,
-        8.8307854e-5,
-        1.0394056e-5,
-        6.3136685e-7,
-    ],
-    [
-        7.934272e-3,
-        9.41744e-3,
-        -3.8376273e-4,
-        -3.0065347e-3,
-        -1.1929247e-3,
-        -2.0361428e-4,
-        -1.7893095e-5,
-        -8.626436e-7,
-    ],
-    [
-        -3.8639553e-2,
-        3.3408932e-3,
-        2.0940388e-2,
-        1.1272211e-2,
-        2.7158714e-3,
-        3.447757e-4,
-        2.440247e-5,
-        9.889808e-7,
-    ],
-    [
-        -6.6250816e-2,
-        -1.2054956e-1,
-        -7.391289e-2,
-        -2.3089057e-2,
-        -4.0175477e-3,
-        -4.0306617e-4,
-        -2.371663e-5,
-        -8.264189e-7,
-    ],
-    [
-        5.300068e-1,
-        3.2146576e-1,
-        1.18260615e-1,
-        2.6387418e-2,
-        3.5711501e-3,
-        2.9314714e-4,
-        1.459682e-5,
-        4.4094242e-7,
-    ],
-    [
-        2.763264e-1,
-        7.1115565e-1,
-        9.2290014e-1,
-        9.866717e-1,
-        9.985373e-1,
-        9.998994e-1,
-        9.999957e-1,
-        9.999999e-1,
-    ],
-];
 
 /// erf(z) to within 1e-7 absolute, from `ERF_PIECES` up to |z| = 4 (beyond which erf
 /// rounds to ±1 in f32, as the last piece does at 4).
