@@ -120,9 +120,7 @@ impl BlockScratch {
 /// How one head's keys and values are packed: keys in panels of `panel_keys` keys stored
 /// `[head_dim][panel_keys]` (zero past the last key), then values `[tokens][padded_dim]`
 /// (zero past `head_dim`). The kernels set the panel width and the padding
-/// ([`Kernels::PANEL_KEYS`], [`Kernels::TILE_COLS`]). Values are packed even when they
-/// need no padding: read in place, rows `3·hidden` apart fall into a few cache sets, and
-/// long sequences (3137 tokens) ran 25 % slower.
+/// ([`Kernels::PANEL_KEYS`], [`Kernels::TILE_COLS`]).
 #[derive(Clone, Copy)]
 struct PackedHead {
     tokens: usize,
@@ -153,22 +151,14 @@ impl PackedHead {
     fn pack(&self, image: &[f32], head: usize, hidden: usize, dst: &mut [f32]) {
         let (d, pk) = (self.head_dim, self.panel_keys);
         let (keys, values) = dst[..self.len()].split_at_mut(self.keys_len());
-        let rows = || image.chunks_exact(3 * hidden).take(self.tokens);
-        // Panel by panel, so the writes run along each panel row: `pk` keys' column c.
-        for (panel, first) in keys.chunks_exact_mut(pk * d).zip((0..).step_by(pk)) {
-            let count = pk.min(self.tokens - first);
-            let panel_keys: [&[f32]; MAX_PANEL_KEYS] = std::array::from_fn(|j| {
-                let row = (first + j.min(count - 1)) * 3 * hidden + hidden + head * d;
-                &image[row..][..d]
-            });
-            for (c, panel_row) in panel.chunks_exact_mut(pk).enumerate() {
-                for (dst, key) in panel_row[..count].iter_mut().zip(&panel_keys) {
-                    *dst = key[c];
-                }
-                panel_row[count..].fill(0.0);
+        keys[(self.tokens / pk) * pk * d..].fill(0.0);
+        for (j, row) in image.chunks_exact(3 * hidden).take(self.tokens).enumerate() {
+            let key = &row[hidden + head * d..][..d];
+            let panel = &mut keys[(j / pk) * pk * d..][..pk * d];
+            for (c, &k) in key.iter().enumerate() {
+                panel[c * pk + j % pk] = k;
             }
-        }
-        for (row, value) in rows().zip(values.chunks_exact_mut(self.padded_dim)) {
+            let value = &mut values[j * self.padded_dim..][..self.padded_dim];
             value[..d].copy_from_slice(&row[2 * hidden + head * d..][..d]);
             value[d..].fill(0.0);
         }
@@ -316,12 +306,11 @@ unsafe fn attend_online<K: Kernels>(
 
     for first_key in (0..head.tokens).step_by(BLOCK_KEYS) {
         let keys = BLOCK_KEYS.min(head.tokens - first_key);
-        // Panel-major, so each key panel stays in L1 while every tile of queries meets it.
-        for p in 0..keys.div_ceil(pk) {
-            let panel = head.key_panel(first_key / pk + p);
-            for t in 0..tiles {
-                let queries = head.tile_queries(rows.start + t * tr, rows.end);
+        for t in 0..tiles {
+            let queries = head.tile_queries(rows.start + t * tr, rows.end);
+            for p in 0..keys.div_ceil(pk) {
                 let out = &mut scores[t * tr * BLOCK_KEYS + p * pk..];
+                let panel = head.key_panel(first_key / pk + p);
                 K::score_tile(
                     &queries[..tr],
                     panel,
@@ -346,14 +335,12 @@ unsafe fn attend_online<K: Kernels>(
             row_max[r] = new_max;
         }
         let values = &head.values[first_key * dp..];
-        // Column-major, so each strip of values stays in L1 while every tile meets it.
-        for c in (0..dp).step_by(K::TILE_COLS) {
-            for t in 0..tiles {
-                // Entries past `tr` are never read; they repeat the tile's last row.
-                let weights: [&[f32]; MAX_TILE_ROWS] = std::array::from_fn(|r| {
-                    &scores[(t * tr + r.min(tr - 1)) * BLOCK_KEYS..][..keys]
-                });
-                let rescale = &rescale[t * tr..][..tr];
+        for t in 0..tiles {
+            // Entries past `tr` are never read; they repeat the tile's last row.
+            let weights: [&[f32]; MAX_TILE_ROWS] =
+                std::array::from_fn(|r| &scores[(t * tr + r.min(tr - 1)) * BLOCK_KEYS..][..keys]);
+            let rescale = &rescale[t * tr..][..tr];
+            for c in (0..dp).step_by(K::TILE_COLS) {
                 K::context_tile(
                     &weights[..tr],
                     &values[c..],
