@@ -200,3 +200,13 @@ impl Isa {
         }
     }
 }
+
+/// The property tests' case count: `PROPTEST_CASES` when set (an emulated CI run needs
+/// fewer), else each test's own default.
+#[cfg(test)]
+pub(crate) fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(default)
+}

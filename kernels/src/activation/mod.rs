@@ -137,7 +137,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(400))]
+        #![proptest_config(ProptestConfig::with_cases(crate::proptest_cases(400)))]
 
         #[test]
         fn vectorised_matches_the_reference(act in (0..Activation::ALL.len()).prop_map(|i| Activation::ALL[i]), xs in prop::collection::vec(input(), 1..40)) {

@@ -668,7 +668,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
+        #![proptest_config(ProptestConfig::with_cases(crate::proptest_cases(48)))]
 
         #[test]
         fn matches_scalar(
