@@ -10,8 +10,9 @@
 //! contiguous, away from the cache-set conflicts of A's own row stride.
 //!
 //! One task owns a block of C's rows and of its column panels and runs, for each K block,
-//! pack A → for each B panel → for each A panel → micro-kernel, so a B panel stays in L1
-//! while the packed A block streams from L2. Meanwhile each call prefetches one slice of
+//! pack A → for each B panel → for each A panel → micro-kernel, so a B panel stays in
+//! cache (L1 for AVX2's 16 KiB panels, L2 for AVX-512's 192 KiB ones) while the packed A
+//! block streams past it. Meanwhile the first calls on a panel each prefetch one slice of
 //! the next B panel, which otherwise would come from memory at the L2 streamer's pace.
 
 use std::cell::RefCell;

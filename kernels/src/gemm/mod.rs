@@ -71,8 +71,9 @@ pub(crate) struct Panels {
     pub a: *const f32,
     pub b: *const f32,
     /// A hint, never dereferenced: the kernel may ask the cache for up to `depth·16`
-    /// bytes from here, memory a later call reads; null when there is nothing to fetch. Weights come from memory, not cache,
-    /// once a model outgrows L3; fetched a call ahead, they arrive in time.
+    /// bytes from here, memory a later call reads; null when there is nothing to fetch.
+    /// A forward meets each layer's weights once, from memory; fetched a call ahead,
+    /// they arrive in time.
     pub prefetch: *const f32,
 }
 
