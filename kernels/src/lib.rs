@@ -4,6 +4,7 @@
 //! one module per instruction set, and are property-tested against it.
 
 pub mod activation;
+pub mod aligned;
 pub mod attention;
 mod expf;
 pub mod gemm;

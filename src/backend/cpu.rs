@@ -175,7 +175,7 @@ impl Backend for CpuBackend {
                 let (context, probs) = out
                     .split_first_mut()
                     .expect("attention has a context output");
-                let probs = probs.first_mut().map(|p| p.as_mut_slice());
+                let probs = probs.first_mut().map(|p| &mut p[..]);
                 attention::attention(
                     isa,
                     shape,

@@ -2,17 +2,18 @@
 
 use crate::executor::{Plan, Slot};
 use crate::graph::{ConstId, Op};
+use vitmsn_kernels::aligned::AlignedVec;
 use vitmsn_kernels::scalar;
 
-/// One `Vec<f32>` per plan slot.
+/// One buffer per plan slot, each starting on a cache line.
 #[derive(Default)]
 pub struct HostSlots {
-    slots: Vec<Vec<f32>>,
+    slots: Vec<AlignedVec>,
 }
 
 /// The input slots of one op, read while its outputs are taken out.
 pub struct OpInputs<'a> {
-    slots: &'a [Vec<f32>],
+    slots: &'a [AlignedVec],
     inputs: &'a [Slot],
 }
 
@@ -26,9 +27,10 @@ impl OpInputs<'_> {
 impl HostSlots {
     /// Sizes the slots for `plan`, keeping allocations that are already large enough.
     pub fn prepare(&mut self, plan: &Plan) {
-        self.slots.resize_with(plan.slot_sizes.len(), Vec::new);
+        self.slots
+            .resize_with(plan.slot_sizes.len(), AlignedVec::default);
         for (slot, &size) in self.slots.iter_mut().zip(&plan.slot_sizes) {
-            slot.resize(size, 0.0);
+            slot.resize(size);
         }
     }
 
@@ -49,9 +51,9 @@ impl HostSlots {
         &mut self,
         inputs: &[Slot],
         outputs: &[Slot],
-        op: impl FnOnce(&OpInputs, &mut [Vec<f32>]) -> R,
+        op: impl FnOnce(&OpInputs, &mut [AlignedVec]) -> R,
     ) -> R {
-        let mut taken = [Vec::new(), Vec::new()];
+        let mut taken = [AlignedVec::default(), AlignedVec::default()];
         for (buffer, &slot) in taken.iter_mut().zip(outputs) {
             *buffer = std::mem::take(&mut self.slots[slot]);
         }

@@ -117,7 +117,7 @@ impl Backend for ScalarBackend {
                 let (context, probs) = out
                     .split_first_mut()
                     .expect("attention has a context output");
-                let probs = probs.first_mut().map(|p| p.as_mut_slice());
+                let probs = probs.first_mut().map(|p| &mut p[..]);
                 scalar::attention(shape, input.get(0), head_scale, context, probs);
             }
             Op::MaskBlend { .. } | Op::ClsPosition { .. } | Op::SelectCls { .. } => {

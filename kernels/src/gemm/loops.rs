@@ -19,49 +19,16 @@ use std::cell::RefCell;
 use std::ops::Range;
 
 use super::{GemmKernel, PackedWeights, Panels, TileEpilogue};
+use crate::aligned::AlignedVec;
 use crate::threads::ThreadPool;
 use crate::{Epilogue, Isa};
-
-/// Packed operands start on a cache line, so no vector load straddles two.
-const CACHE_LINE_FLOATS: usize = 16;
 
 /// The largest `MR·NR` of any kernel: edge tiles are staged in stack buffers this big.
 const MAX_TILE: usize = 512;
 
-/// A zeroed `f32` buffer whose first element sits on a cache line.
-pub(crate) struct AlignedBuf {
-    storage: Vec<f32>,
-    start: usize,
-}
-
-impl AlignedBuf {
-    fn zeroed(len: usize) -> Self {
-        let storage = vec![0.0; len + CACHE_LINE_FLOATS - 1];
-        // `align_offset` may in principle decline; the buffer then works unaligned.
-        let start = storage
-            .as_ptr()
-            .align_offset(CACHE_LINE_FLOATS * 4)
-            .min(CACHE_LINE_FLOATS - 1);
-        Self { storage, start }
-    }
-
-    fn len(&self) -> usize {
-        self.storage.len() - (CACHE_LINE_FLOATS - 1)
-    }
-
-    fn as_slice(&self) -> &[f32] {
-        &self.storage[self.start..][..self.len()]
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [f32] {
-        let len = self.len();
-        &mut self.storage[self.start..][..len]
-    }
-}
-
 thread_local! {
     /// This thread's packed A block: grows to the largest block it has packed, then is reused.
-    static PACKED_A: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::zeroed(0));
+    static PACKED_A: RefCell<AlignedVec> = RefCell::new(AlignedVec::default());
 }
 
 /// The depth of `k`'s K blocks: at most `KC`, and as even as possible, so the last block
@@ -85,8 +52,8 @@ pub(super) fn pack_weights<K: GemmKernel>(
 ) -> PackedWeights {
     let depth = block_depth::<K>(k);
     let n_padded = n.div_ceil(K::NR) * K::NR;
-    let mut panels = AlignedBuf::zeroed(n_padded * k);
-    let packed = panels.as_mut_slice();
+    let mut panels = AlignedVec::zeroed(n_padded * k);
+    let packed = &mut panels[..];
     // An empty K leaves nothing to pack.
     for (p0, d) in k_blocks(k, depth).filter(|&(_, d)| d > 0) {
         let block = &mut packed[p0 * n_padded..][..d * n_padded];
@@ -233,10 +200,8 @@ pub(super) fn gemm<K: GemmKernel>(
     pool.run(grid.tasks, &|task| {
         let (rows, panels) = grid.task(task, m, n_panels);
         PACKED_A.with_borrow_mut(|packed| {
-            if packed.len() < packed_len {
-                *packed = AlignedBuf::zeroed(packed_len);
-            }
-            multiply_block::<K>(&operands, rows, panels, packed.as_mut_slice());
+            packed.reserve_len(packed_len);
+            multiply_block::<K>(&operands, rows, panels, packed);
         });
     });
 }
@@ -256,7 +221,7 @@ fn multiply_block<K: GemmKernel>(
         pack_a::<K>(ops.a, k, rows.clone(), p0, d, packed_a);
         let last = p0 + d >= k;
         for jp in panels.clone() {
-            let b = &w.panels.as_slice()[p0 * n_padded + jp * d * K::NR..][..d * K::NR];
+            let b = &w.panels[p0 * n_padded + jp * d * K::NR..][..d * K::NR];
             let j = jp * K::NR;
             // The panel after this one in memory, which this task reads next (or, past its
             // last panel, soon after): the first A panels' calls prefetch one slice of it

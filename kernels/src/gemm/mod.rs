@@ -14,6 +14,7 @@
 //! K is never split, so each element is summed in the same order whatever the thread
 //! count and the results are bitwise identical.
 
+use crate::aligned::AlignedVec;
 use crate::threads::ThreadPool;
 use crate::{Activation, Epilogue, Isa};
 
@@ -92,7 +93,7 @@ pub struct PackedWeights {
     k: usize,
     /// Depth of every K block but the last, which may be shallower.
     block_depth: usize,
-    panels: loops::AlignedBuf,
+    panels: AlignedVec,
 }
 
 impl PackedWeights {
