@@ -2,9 +2,11 @@
 //! over blocks of keys (flash attention's online softmax), so the `tokens × tokens` score
 //! matrix is only ever written when the caller asks for the probabilities.
 //!
-//! Work is split into fixed tasks of (image, head, block of query rows); every query row is
-//! computed the same way whichever task or thread runs it, so results never depend on the
-//! thread count.
+//! A task takes one head of one image (or, when heads are too few to keep the threads
+//! evenly busy, a block of its query rows), packs that head's keys and values itself, and
+//! works through its query rows one register tile at a time, so the packed head is read
+//! from the cache of the core that wrote it. Every query row is computed the same way
+//! whichever task or thread runs it, so results never depend on the thread count.
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
@@ -16,6 +18,7 @@ pub(crate) mod neon;
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard};
 
+use crate::aligned::AlignedVec;
 use crate::threads::{DisjointMut, ThreadPool};
 use crate::{scalar, AttentionShape, Isa};
 
@@ -25,20 +28,21 @@ const MAX_TILE_ROWS: usize = 16;
 /// before the instruction set is known.
 const MAX_PANEL_KEYS: usize = 32;
 const MAX_TILE_COLS: usize = 32;
-/// Upper bound on the query rows of one task; enough for the keys to be reused from cache.
-/// A multiple of every [`Kernels::TILE_ROWS`].
-const MAX_BLOCK_ROWS: usize = 48;
-/// Keys per online-softmax step: one block of scores stays in L1. A multiple of every
+/// Keys per online-softmax step. One tile's scores for them (at most 16 KiB) stay in L1
+/// while they become probabilities and meet the values, and sequences this short (ViT's
+/// 197 tokens) take a single step, with nothing to rescale. A multiple of every
 /// [`Kernels::PANEL_KEYS`].
-const BLOCK_KEYS: usize = 128;
+const BLOCK_KEYS: usize = 256;
+/// A split of heads into row blocks is kept once the busiest thread has at most this
+/// much more than an even share (in eighths); each extra block repacks its head.
+const MAX_IMBALANCE_EIGHTHS: usize = 9;
 
-/// Reusable buffers of [`attention`]: every head's keys and values packed for the kernels,
-/// and one set of per-block buffers for each pool thread. It grows to the largest shape
-/// and thread count it has seen, so after the first call nothing is allocated.
+/// Reusable buffers of [`attention`], one set for each pool thread: a packed head and the
+/// buffers of one register tile. It grows to the largest shape and thread count it has
+/// seen, so after the first call nothing is allocated.
 #[derive(Default)]
 pub struct AttentionScratch {
-    packed: Vec<f32>,
-    blocks: Vec<Mutex<BlockScratch>>,
+    tasks: Vec<Mutex<TaskScratch>>,
 }
 
 impl AttentionScratch {
@@ -62,58 +66,63 @@ impl AttentionScratch {
         panel_keys: usize,
         tile_cols: usize,
     ) {
+        if self.tasks.len() < threads {
+            self.tasks.resize_with(threads, Default::default);
+        }
         let layout = PackedHead::new(shape, panel_keys, tile_cols);
-        let packed_len = shape.batch * shape.heads * layout.len();
-        if self.packed.len() < packed_len {
-            self.packed.resize(packed_len, 0.0);
-        }
-        if self.blocks.len() < threads {
-            self.blocks.resize_with(threads, Default::default);
-        }
-        for block in &mut self.blocks {
-            block
-                .get_mut()
+        for task in &mut self.tasks {
+            task.get_mut()
                 .unwrap_or_else(|e| e.into_inner())
-                .reserve(layout.padded_dim);
+                .reserve(layout);
         }
     }
 
-    /// A block scratch no other task holds; there is one per pool thread.
-    fn free_block(&self) -> MutexGuard<'_, BlockScratch> {
-        self.blocks
+    /// A task scratch no other task holds; there is one per pool thread.
+    fn free_task(&self) -> MutexGuard<'_, TaskScratch> {
+        self.tasks
             .iter()
-            .find_map(|b| b.try_lock().ok())
-            .expect("a block scratch per pool thread")
+            .find_map(|t| t.try_lock().ok())
+            .expect("a task scratch per pool thread")
     }
 }
 
-/// Buffers of one task, for `MAX_BLOCK_ROWS` query rows.
+/// Buffers of one task.
 #[derive(Default)]
-struct BlockScratch {
-    /// Scores, then probabilities, of the current key block: `[rows][BLOCK_KEYS]`.
-    scores: Vec<f32>,
-    /// Unnormalised context rows: `[rows][padded_dim]`.
-    context: Vec<f32>,
-    /// Running maximum score of each row.
-    row_max: Vec<f32>,
-    /// Running sum of `exp(score − row_max)` of each row.
-    row_sum: Vec<f32>,
-    /// What the current key block multiplies each context row by as its maximum rises.
-    rescale: Vec<f32>,
+struct TaskScratch {
+    /// The task's head, packed as [`PackedHead`] describes.
+    packed: AlignedVec,
+    tile: TileScratch,
 }
 
-impl BlockScratch {
+impl TaskScratch {
+    fn reserve(&mut self, layout: PackedHead) {
+        self.packed.reserve_len(layout.len());
+        self.tile.reserve(layout.padded_dim);
+    }
+}
+
+/// Buffers of one register tile of query rows.
+#[derive(Default)]
+struct TileScratch {
+    /// Scores, then probabilities, of the current key block: `[rows][BLOCK_KEYS]`.
+    scores: AlignedVec,
+    /// Context rows, unnormalised until the last key block: `[rows][padded_dim]`.
+    context: AlignedVec,
+    /// Running maximum score of each row.
+    row_max: AlignedVec,
+    /// Running sum of `exp(score − row_max)` of each row.
+    row_sum: AlignedVec,
+    /// What the current key block multiplies each context row by as its maximum rises.
+    rescale: AlignedVec,
+}
+
+impl TileScratch {
     fn reserve(&mut self, padded_dim: usize) {
-        let grow = |v: &mut Vec<f32>, len: usize| {
-            if v.len() < len {
-                v.resize(len, 0.0);
-            }
-        };
-        grow(&mut self.scores, MAX_BLOCK_ROWS * BLOCK_KEYS);
-        grow(&mut self.context, MAX_BLOCK_ROWS * padded_dim);
-        grow(&mut self.row_max, MAX_BLOCK_ROWS);
-        grow(&mut self.row_sum, MAX_BLOCK_ROWS);
-        grow(&mut self.rescale, MAX_BLOCK_ROWS);
+        self.scores.reserve_len(MAX_TILE_ROWS * BLOCK_KEYS);
+        self.context.reserve_len(MAX_TILE_ROWS * padded_dim);
+        self.row_max.reserve_len(MAX_TILE_ROWS);
+        self.row_sum.reserve_len(MAX_TILE_ROWS);
+        self.rescale.reserve_len(MAX_TILE_ROWS);
     }
 }
 
@@ -186,11 +195,11 @@ struct HeadView<'a> {
 }
 
 impl HeadView<'_> {
-    /// The query rows of the tile starting at `first` (take the first `TILE_ROWS`); rows
-    /// at or past `end` repeat the last row before it, so a tile always reads valid queries.
-    fn tile_queries(&self, first: usize, end: usize) -> [&[f32]; MAX_TILE_ROWS] {
+    /// The query rows of the tile `rows` (take the first `TILE_ROWS`); rows at or past its
+    /// end repeat its last row, so a tile always reads valid queries.
+    fn tile_queries(&self, rows: &Range<usize>) -> [&[f32]; MAX_TILE_ROWS] {
         std::array::from_fn(|r| {
-            let row = (first + r).min(end - 1);
+            let row = (rows.start + r).min(rows.end - 1);
             &self.image[row * self.row_stride + self.query_col..][..self.head_dim]
         })
     }
@@ -202,19 +211,26 @@ impl HeadView<'_> {
     }
 }
 
-/// The split of a head's query rows into balanced blocks of whole tiles of `tile_rows`.
+/// How the query rows are cut into tasks: each head of each image into `count` blocks of
+/// `rows` rows, whole register tiles each. One block a head when there are heads enough
+/// for the threads; more only as far as needed to spread the tasks evenly.
 #[derive(Clone, Copy)]
-struct QueryBlocks {
+struct TaskSplit {
     tokens: usize,
     rows: usize,
     count: usize,
 }
 
-impl QueryBlocks {
-    fn new(tokens: usize, tile_rows: usize) -> Self {
-        let rows = tokens
-            .div_ceil(tokens.div_ceil(MAX_BLOCK_ROWS))
-            .next_multiple_of(tile_rows);
+impl TaskSplit {
+    fn new(heads: usize, tokens: usize, tile_rows: usize, threads: usize) -> Self {
+        let tiles = tokens.div_ceil(tile_rows);
+        // Eighths of an even share that the busiest thread gets from `tasks` equal tasks.
+        let load = |tasks: usize| tasks.div_ceil(threads) * threads * 8 / tasks;
+        let mut blocks = 1;
+        while blocks < tiles && load(heads * blocks) > MAX_IMBALANCE_EIGHTHS {
+            blocks += 1;
+        }
+        let rows = tiles.div_ceil(blocks) * tile_rows;
         Self {
             tokens,
             rows,
@@ -279,50 +295,41 @@ trait Kernels {
     unsafe fn scale(row: &mut [f32], factor: f32);
 }
 
-/// Online-softmax attention of the query rows `rows` of one head; leaves each row's
-/// finished context in `scratch.context[r·padded_dim..][..head_dim]`.
+/// Online-softmax attention of the query rows `rows` (one tile, at most `TILE_ROWS`) of
+/// one head; leaves each row's finished context in `tile.context[r·padded_dim..]
+/// [..head_dim]`.
 ///
 /// # Safety
 /// The CPU must support `K`'s instruction set.
-unsafe fn attend_online<K: Kernels>(
-    head: &HeadView,
-    rows: Range<usize>,
-    scratch: &mut BlockScratch,
-) {
+unsafe fn attend_online<K: Kernels>(head: &HeadView, rows: Range<usize>, tile: &mut TileScratch) {
     let (tr, pk) = (K::TILE_ROWS, K::PANEL_KEYS);
-    let tiles = rows.len().div_ceil(tr);
-    let tile_rows = tiles * tr;
     let dp = head.padded_dim;
-    let BlockScratch {
+    let TileScratch {
         scores,
         context,
         row_max,
         row_sum,
         rescale,
-    } = scratch;
-    context[..tile_rows * dp].fill(0.0);
-    row_max[..tile_rows].fill(f32::NEG_INFINITY);
-    row_sum[..tile_rows].fill(0.0);
+    } = tile;
+    context[..tr * dp].fill(0.0);
+    row_max[..tr].fill(f32::NEG_INFINITY);
+    row_sum[..tr].fill(0.0);
+    let queries = head.tile_queries(&rows);
 
     for first_key in (0..head.tokens).step_by(BLOCK_KEYS) {
         let keys = BLOCK_KEYS.min(head.tokens - first_key);
-        for t in 0..tiles {
-            let queries = head.tile_queries(rows.start + t * tr, rows.end);
-            for p in 0..keys.div_ceil(pk) {
-                let out = &mut scores[t * tr * BLOCK_KEYS + p * pk..];
-                let panel = head.key_panel(first_key / pk + p);
-                K::score_tile(
-                    &queries[..tr],
-                    panel,
-                    head.score_scale,
-                    out,
-                    BLOCK_KEYS,
-                    tr,
-                    pk,
-                );
-            }
+        for p in 0..keys.div_ceil(pk) {
+            K::score_tile(
+                &queries[..tr],
+                head.key_panel(first_key / pk + p),
+                head.score_scale,
+                &mut scores[p * pk..],
+                BLOCK_KEYS,
+                tr,
+                pk,
+            );
         }
-        for r in 0..tile_rows {
+        for r in 0..tr {
             let row = &mut scores[r * BLOCK_KEYS..][..keys];
             let new_max = row_max[r].max(K::max(row));
             // Past the first blocks the maximum rarely rises: skip the exp then.
@@ -334,22 +341,18 @@ unsafe fn attend_online<K: Kernels>(
             row_sum[r] = row_sum[r] * rescale[r] + K::exp_shifted_in_place(row, new_max);
             row_max[r] = new_max;
         }
+        let weights: [&[f32]; MAX_TILE_ROWS] =
+            std::array::from_fn(|r| &scores[r.min(tr - 1) * BLOCK_KEYS..][..keys]);
         let values = &head.values[first_key * dp..];
-        for t in 0..tiles {
-            // Entries past `tr` are never read; they repeat the tile's last row.
-            let weights: [&[f32]; MAX_TILE_ROWS] =
-                std::array::from_fn(|r| &scores[(t * tr + r.min(tr - 1)) * BLOCK_KEYS..][..keys]);
-            let rescale = &rescale[t * tr..][..tr];
-            for c in (0..dp).step_by(K::TILE_COLS) {
-                K::context_tile(
-                    &weights[..tr],
-                    &values[c..],
-                    dp,
-                    &mut context[t * tr * dp + c..],
-                    dp,
-                    rescale,
-                );
-            }
+        for c in (0..dp).step_by(K::TILE_COLS) {
+            K::context_tile(
+                &weights[..tr],
+                &values[c..],
+                dp,
+                &mut context[c..],
+                dp,
+                &rescale[..tr],
+            );
         }
     }
     for r in 0..rows.len() {
@@ -360,41 +363,35 @@ unsafe fn attend_online<K: Kernels>(
     }
 }
 
-/// Attention of the query rows `rows` of one head that also writes their probabilities to
-/// `probs` (`[rows.len()][tokens]`), by an exact two-pass softmax over whole rows.
+/// Attention of the query rows `rows` (one tile, at most `TILE_ROWS`) of one head that
+/// also writes their probabilities to `probs` (`[rows.len()][tokens]`), by an exact
+/// two-pass softmax over whole rows.
 ///
 /// # Safety
 /// The CPU must support `K`'s instruction set.
 unsafe fn attend_with_probs<K: Kernels>(
     head: &HeadView,
     rows: Range<usize>,
-    scratch: &mut BlockScratch,
+    tile: &mut TileScratch,
     probs: &mut [f32],
 ) {
     let (tr, pk) = (K::TILE_ROWS, K::PANEL_KEYS);
     let tokens = head.tokens;
-    let tiles = rows.len().div_ceil(tr);
     let dp = head.padded_dim;
-    let context = &mut scratch.context[..tiles * tr * dp];
+    let context = &mut tile.context[..tr * dp];
     context.fill(0.0);
+    let queries = head.tile_queries(&rows);
 
     for p in 0..tokens.div_ceil(pk) {
-        let cols = pk.min(tokens - p * pk);
-        for t in 0..tiles {
-            let first = rows.start + t * tr;
-            let queries = head.tile_queries(first, rows.end);
-            let out = &mut probs[t * tr * tokens + p * pk..];
-            let valid_rows = tr.min(rows.end - first);
-            K::score_tile(
-                &queries[..tr],
-                head.key_panel(p),
-                head.score_scale,
-                out,
-                tokens,
-                valid_rows,
-                cols,
-            );
-        }
+        K::score_tile(
+            &queries[..tr],
+            head.key_panel(p),
+            head.score_scale,
+            &mut probs[p * pk..],
+            tokens,
+            rows.len(),
+            pk.min(tokens - p * pk),
+        );
     }
     for row in probs.chunks_exact_mut(tokens) {
         let sum = K::exp_shifted_in_place(row, K::max(row));
@@ -402,19 +399,17 @@ unsafe fn attend_with_probs<K: Kernels>(
     }
     let probs = &*probs;
     let last = rows.len() - 1;
-    for t in 0..tiles {
-        let weights: [&[f32]; MAX_TILE_ROWS] =
-            std::array::from_fn(|r| &probs[(t * tr + r).min(last) * tokens..][..tokens]);
-        for c in (0..dp).step_by(K::TILE_COLS) {
-            K::context_tile(
-                &weights[..tr],
-                &head.values[c..],
-                dp,
-                &mut context[t * tr * dp + c..],
-                dp,
-                &[1.0; MAX_TILE_ROWS][..tr],
-            );
-        }
+    let weights: [&[f32]; MAX_TILE_ROWS] =
+        std::array::from_fn(|r| &probs[r.min(last) * tokens..][..tokens]);
+    for c in (0..dp).step_by(K::TILE_COLS) {
+        K::context_tile(
+            &weights[..tr],
+            &head.values[c..],
+            dp,
+            &mut context[c..],
+            dp,
+            &[1.0; MAX_TILE_ROWS][..tr],
+        );
     }
 }
 
@@ -501,54 +496,50 @@ unsafe fn blocked_attention<K: Kernels>(
     let hidden = heads * head_dim;
     let image_len = tokens * 3 * hidden;
     const {
-        assert!(K::TILE_ROWS <= MAX_TILE_ROWS && MAX_BLOCK_ROWS.is_multiple_of(K::TILE_ROWS));
+        assert!(K::TILE_ROWS <= MAX_TILE_ROWS);
         assert!(K::PANEL_KEYS <= MAX_PANEL_KEYS && BLOCK_KEYS.is_multiple_of(K::PANEL_KEYS));
         assert!(K::TILE_COLS <= MAX_TILE_COLS);
     };
     let layout = PackedHead::new(shape, K::PANEL_KEYS, K::TILE_COLS);
     scratch.reserve_for(shape, pool.threads(), K::PANEL_KEYS, K::TILE_COLS);
 
-    let packed = DisjointMut::new(&mut scratch.packed);
-    pool.run(batch * heads, &|task| {
-        let (b, h) = (task / heads, task % heads);
-        if head_scale[h] != 0.0 {
-            // SAFETY: task `task` alone writes the `task`-th packed head.
-            let dst = unsafe { packed.piece(task * layout.len(), layout.len()) };
-            layout.pack(&qkv[b * image_len..][..image_len], h, hidden, dst);
-        }
-    });
-
     let scratch = &*scratch;
-    let blocks = QueryBlocks::new(tokens, K::TILE_ROWS);
+    let split = TaskSplit::new(batch * heads, tokens, K::TILE_ROWS, pool.threads());
     let context = DisjointMut::new(context);
     let probs = probs.map(DisjointMut::new);
-    pool.run(batch * heads * blocks.count, &|task| {
-        let (image_head, block) = (task / blocks.count, task % blocks.count);
+    pool.run(batch * heads * split.count, &|task| {
+        let (image_head, block) = (task / split.count, task % split.count);
         let (b, h) = (image_head / heads, image_head % heads);
-        let rows = blocks.range(block);
-        // SAFETY: a task alone owns these rows of its head's probabilities.
-        let probs_rows = probs.as_ref().map(|p| unsafe {
-            p.piece(
-                (image_head * tokens + rows.start) * tokens,
-                rows.len() * tokens,
-            )
-        });
+        let rows = split.range(block);
         let context_row = |i: usize| {
             // SAFETY: a task alone owns its head's columns of its query rows, and holds one
             // row at a time.
             unsafe { context.piece((b * tokens + i) * hidden + h * head_dim, head_dim) }
         };
+        // SAFETY: a task alone owns these rows of its head's probabilities, and holds one
+        // tile of them at a time.
+        let probs_rows = |rows: &Range<usize>| {
+            probs.as_ref().map(|p| unsafe {
+                p.piece(
+                    (image_head * tokens + rows.start) * tokens,
+                    rows.len() * tokens,
+                )
+            })
+        };
         if head_scale[h] == 0.0 {
             rows.clone().for_each(|i| context_row(i).fill(0.0));
-            if let Some(p) = probs_rows {
+            if let Some(p) = probs_rows(&rows) {
                 p.fill(0.0);
             }
             return;
         }
-        let head_packed = &scratch.packed[image_head * layout.len()..][..layout.len()];
-        let (keys, values) = head_packed.split_at(layout.keys_len());
+        let image = &qkv[b * image_len..][..image_len];
+        let mut task_scratch = scratch.free_task();
+        let TaskScratch { packed, tile } = &mut *task_scratch;
+        layout.pack(image, h, hidden, packed);
+        let (keys, values) = packed[..layout.len()].split_at(layout.keys_len());
         let head = HeadView {
-            image: &qkv[b * image_len..][..image_len],
+            image,
             row_stride: 3 * hidden,
             query_col: h * head_dim,
             keys,
@@ -560,17 +551,18 @@ unsafe fn blocked_attention<K: Kernels>(
             score_scale: 1.0 / (head_dim as f32).sqrt(),
             head_scale: head_scale[h],
         };
-        let mut block_scratch = scratch.free_block();
-        // SAFETY: the caller guarantees that the CPU supports K's instruction set.
-        unsafe {
-            match probs_rows {
-                Some(p) => attend_with_probs::<K>(&head, rows.clone(), &mut block_scratch, p),
-                None => attend_online::<K>(&head, rows.clone(), &mut block_scratch),
+        for first in rows.clone().step_by(K::TILE_ROWS) {
+            let tile_rows = first..rows.end.min(first + K::TILE_ROWS);
+            // SAFETY: the caller guarantees that the CPU supports K's instruction set.
+            unsafe {
+                match probs_rows(&tile_rows) {
+                    Some(p) => attend_with_probs::<K>(&head, tile_rows.clone(), tile, p),
+                    None => attend_online::<K>(&head, tile_rows.clone(), tile),
+                }
             }
-        }
-        for (r, i) in rows.enumerate() {
-            context_row(i)
-                .copy_from_slice(&block_scratch.context[r * layout.padded_dim..][..head_dim]);
+            for (r, i) in tile_rows.enumerate() {
+                context_row(i).copy_from_slice(&tile.context[r * layout.padded_dim..][..head_dim]);
+            }
         }
     });
 }
