@@ -9,8 +9,9 @@
 //! (the kernel reads `MR` streams), so packing is a plain copy; it keeps the block
 //! contiguous, away from the cache-set conflicts of A's own row stride.
 //!
-//! One task owns a block of C's rows and of its column panels and runs, for each K block,
-//! pack A → for each B panel → for each A panel → micro-kernel, so a B panel stays in
+//! One task owns a run of C's tiles (see `Grid`: about `MC` rows of a block of column
+//! panels) and runs, for each K block,
+//! pack A → for each B panel → for each of its A panels → micro-kernel, so a B panel stays in
 //! cache (L1 for AVX2's 16 KiB panels, L2 for AVX-512's 192 KiB ones) while the packed A
 //! block streams past it. Meanwhile the first calls on a panel each prefetch one slice of
 //! the next B panel, which otherwise would come from memory at the L2 streamer's pace.
@@ -98,49 +99,71 @@ fn pack_a<K: GemmKernel>(
     }
 }
 
-/// How C is cut into tasks: blocks of whole `MR` panels of rows × blocks of `NR` panels
-/// of columns.
+/// How C is cut into tasks. Columns are cut into blocks of at most `NC` (whole `NR`
+/// panels). Within a column block, the `MR×NR` tiles, taken row panel after row panel,
+/// are cut into `m_tasks` runs of equal length, so a task may start and end partway
+/// along a row panel: 197 rows are 33 panels, and two threads each get 16½ of them
+/// rather than 17 and 16. A row panel shared by two tasks is packed by both.
 struct Grid {
-    rows_per_block: usize,
+    m_panels: usize,
+    n_panels: usize,
+    m_tasks: usize,
     panels_per_block: usize,
     n_blocks: usize,
-    tasks: usize,
+}
+
+/// One task's tiles: the column panels `panels`, and of the tiles of that column block
+/// (numbered row panel after row panel) those in `tiles`.
+struct TaskTiles {
+    panels: Range<usize>,
+    tiles: Range<usize>,
+}
+
+impl TaskTiles {
+    /// The row panels the task touches.
+    fn row_panels(&self) -> Range<usize> {
+        let width = self.panels.len();
+        self.tiles.start / width..self.tiles.end.div_ceil(width)
+    }
+
+    fn has(&self, ip: usize, jp: usize) -> bool {
+        self.tiles
+            .contains(&(ip * self.panels.len() + jp - self.panels.start))
+    }
 }
 
 impl Grid {
     fn new<K: GemmKernel>(m: usize, n: usize, threads: usize) -> Self {
         let m_panels = m.div_ceil(K::MR);
         let n_panels = n.div_ceil(K::NR);
-        // Row blocks no taller than MC and, where there are panels enough, as many as a
-        // multiple of the threads, so each thread packs and multiplies an equal share.
-        let mut m_blocks = m.div_ceil(K::MC);
-        if m_panels >= threads {
-            m_blocks = m_blocks.next_multiple_of(threads);
-        }
-        let rows_per_block = m_panels.div_ceil(m_blocks.min(m_panels)) * K::MR;
-        let m_blocks = m.div_ceil(rows_per_block);
-        // Columns are split only past NC, or when there are too few rows for the threads:
-        // each column block repacks its rows of A.
-        let mut n_blocks = n.div_ceil(K::NC);
-        if m_blocks < threads {
-            n_blocks = n_blocks.max(threads.div_ceil(m_blocks));
-        }
-        let panels_per_block = n_panels.div_ceil(n_blocks.min(n_panels));
+        let panels_per_block = n_panels.div_ceil(n.div_ceil(K::NC));
         let n_blocks = n_panels.div_ceil(panels_per_block);
+        // Runs of about MC rows and, so each thread packs and multiplies an equal share,
+        // as many as a multiple of the threads (but no more than there are tiles).
+        let m_tasks = m
+            .div_ceil(K::MC)
+            .next_multiple_of(threads)
+            .min(m_panels * panels_per_block.min(n_panels));
         Self {
-            rows_per_block,
+            m_panels,
+            n_panels,
+            m_tasks,
             panels_per_block,
             n_blocks,
-            tasks: m_blocks * n_blocks,
         }
     }
 
-    /// The rows of C and the column panels of task `task`.
-    fn task(&self, task: usize, m: usize, n_panels: usize) -> (Range<usize>, Range<usize>) {
+    fn tasks(&self) -> usize {
+        self.m_tasks * self.n_blocks
+    }
+
+    fn task(&self, task: usize) -> TaskTiles {
         let (mb, nb) = (task / self.n_blocks, task % self.n_blocks);
-        let rows = mb * self.rows_per_block..m.min((mb + 1) * self.rows_per_block);
-        let panels = nb * self.panels_per_block..n_panels.min((nb + 1) * self.panels_per_block);
-        (rows, panels)
+        let panels =
+            nb * self.panels_per_block..self.n_panels.min((nb + 1) * self.panels_per_block);
+        let total = self.m_panels * panels.len();
+        let tiles = mb * total / self.m_tasks..(mb + 1) * total / self.m_tasks;
+        TaskTiles { panels, tiles }
     }
 }
 
@@ -186,7 +209,6 @@ pub(super) fn gemm<K: GemmKernel>(
         return;
     }
     let grid = Grid::new::<K>(m, n, pool.threads());
-    let n_panels = n.div_ceil(K::NR);
     let operands = Operands {
         a,
         w,
@@ -196,55 +218,52 @@ pub(super) fn gemm<K: GemmKernel>(
             ldc: n,
         },
     };
-    let packed_len = grid.rows_per_block * w.block_depth;
-    pool.run(grid.tasks, &|task| {
-        let (rows, panels) = grid.task(task, m, n_panels);
+    pool.run(grid.tasks(), &|task| {
+        let tiles = grid.task(task);
         PACKED_A.with_borrow_mut(|packed| {
-            packed.reserve_len(packed_len);
-            multiply_block::<K>(&operands, rows, panels, packed);
+            packed.reserve_len(tiles.row_panels().len() * K::MR * w.block_depth);
+            multiply_block::<K>(&operands, m, tiles, packed);
         });
     });
 }
 
-/// One task: rows `rows` of C times the column panels `panels`, over all of K.
-fn multiply_block<K: GemmKernel>(
-    ops: &Operands,
-    rows: Range<usize>,
-    panels: Range<usize>,
-    packed_a: &mut [f32],
-) {
+/// One task: its tiles of C, over all of K.
+fn multiply_block<K: GemmKernel>(ops: &Operands, m: usize, tiles: TaskTiles, packed_a: &mut [f32]) {
     let w = ops.w;
     let (n, k) = (w.n, w.k);
     let n_padded = n.div_ceil(K::NR) * K::NR;
-    let m_panels = rows.len().div_ceil(K::MR);
+    let row_panels = tiles.row_panels();
+    let rows = row_panels.start * K::MR..m.min(row_panels.end * K::MR);
     for (p0, d) in k_blocks(k, w.block_depth) {
         pack_a::<K>(ops.a, k, rows.clone(), p0, d, packed_a);
         let last = p0 + d >= k;
-        for jp in panels.clone() {
+        for jp in tiles.panels.clone() {
             let b = &w.panels[p0 * n_padded + jp * d * K::NR..][..d * K::NR];
             let j = jp * K::NR;
             // The panel after this one in memory, which this task reads next (or, past its
-            // last panel, soon after): the first A panels' calls prefetch one slice of it
-            // each, so it arrives from memory while this one is multiplied.
+            // last panel, soon after): the first calls on this panel prefetch one slice of
+            // it each, so it arrives from memory while this one is multiplied.
             let next_panel = b.as_ptr_range().end;
             let slices = K::NR / 4;
-            for ip in 0..m_panels {
-                let a_panel = &packed_a[ip * K::MR * d..][..K::MR * d];
+            let own = row_panels.clone().filter(|&ip| tiles.has(ip, jp));
+            for (call, ip) in own.enumerate() {
+                let local = ip - row_panels.start;
+                let a_panel = &packed_a[local * K::MR * d..][..K::MR * d];
                 let panels = Panels {
                     depth: d,
                     a: a_panel.as_ptr(),
                     b: b.as_ptr(),
-                    prefetch: if ip < slices {
-                        next_panel.wrapping_add(ip * d * 4)
+                    prefetch: if call < slices {
+                        next_panel.wrapping_add(call * d * 4)
                     } else {
                         std::ptr::null()
                     },
                 };
-                let i = rows.start + ip * K::MR;
+                let i = ip * K::MR;
                 let corner = Corner {
                     i,
                     j,
-                    rows: K::MR.min(rows.end - i),
+                    rows: K::MR.min(m - i),
                     cols: K::NR.min(n - j),
                 };
                 // SAFETY: `panels` points into the slices `a_panel` and `b`, which hold

@@ -300,10 +300,11 @@ mod tests {
         fn matches_the_reference(
             m in size(), n in size(), k in size(), seed in any::<u64>(),
             bias in any::<bool>(), residual in any::<bool>(), activation in activation(),
+            threads in 1..=3usize,
         ) {
             let case = Case::new(m, n, k, seed, bias, residual, activation);
             for isa in isas() {
-                case.check(&case.run(isa, 2))?;
+                case.check(&case.run(isa, threads))?;
             }
         }
     }
