@@ -157,16 +157,24 @@ impl PackedHead {
     }
 
     /// Packs head `head` of one image's `[tokens, 3·hidden]` qkv rows into `dst`.
-    fn pack(&self, image: &[f32], head: usize, hidden: usize, dst: &mut [f32]) {
+    ///
+    /// # Safety
+    /// The CPU must support `K`'s instruction set.
+    unsafe fn pack<K: Kernels>(&self, image: &[f32], head: usize, hidden: usize, dst: &mut [f32]) {
         let (d, pk) = (self.head_dim, self.panel_keys);
         let (keys, values) = dst[..self.len()].split_at_mut(self.keys_len());
         keys[(self.tokens / pk) * pk * d..].fill(0.0);
-        for (j, row) in image.chunks_exact(3 * hidden).take(self.tokens).enumerate() {
-            let key = &row[hidden + head * d..][..d];
-            let panel = &mut keys[(j / pk) * pk * d..][..pk * d];
-            for (c, &k) in key.iter().enumerate() {
-                panel[c * pk + j % pk] = k;
-            }
+        let rows = &image[..self.tokens * 3 * hidden];
+        for (panel, first) in keys
+            .chunks_exact_mut(pk * d)
+            .zip((0..self.tokens).step_by(pk))
+        {
+            let count = pk.min(self.tokens - first);
+            let start = first * 3 * hidden + hidden + head * d;
+            // SAFETY: the caller guarantees K's instruction set.
+            unsafe { K::transpose_keys(&rows[start..], 3 * hidden, count, panel) };
+        }
+        for (j, row) in rows.chunks_exact(3 * hidden).enumerate() {
             let value = &mut values[j * self.padded_dim..][..self.padded_dim];
             value[..d].copy_from_slice(&row[2 * hidden + head * d..][..d]);
             value[d..].fill(0.0);
@@ -284,6 +292,20 @@ trait Kernels {
         acc_stride: usize,
         rescale: &[f32],
     );
+
+    /// Writes `count` keys transposed into a key panel `[head_dim][PANEL_KEYS]`
+    /// (`head_dim = panel.len() / PANEL_KEYS`): key `j` is `keys[j·stride..][..head_dim]`,
+    /// and its value `c` goes to `panel[c·PANEL_KEYS + j]`. Columns past `count` are left
+    /// as they are.
+    unsafe fn transpose_keys(keys: &[f32], stride: usize, count: usize, panel: &mut [f32]) {
+        let head_dim = panel.len() / Self::PANEL_KEYS;
+        for j in 0..count {
+            let key = &keys[j * stride..][..head_dim];
+            for (c, &k) in key.iter().enumerate() {
+                panel[c * Self::PANEL_KEYS + j] = k;
+            }
+        }
+    }
 
     /// The largest element of `row` (−∞ when empty).
     unsafe fn max(row: &[f32]) -> f32;
@@ -536,7 +558,8 @@ unsafe fn blocked_attention<K: Kernels>(
         let image = &qkv[b * image_len..][..image_len];
         let mut task_scratch = scratch.free_task();
         let TaskScratch { packed, tile } = &mut *task_scratch;
-        layout.pack(image, h, hidden, packed);
+        // SAFETY: the caller guarantees that the CPU supports K's instruction set.
+        unsafe { layout.pack::<K>(image, h, hidden, packed) };
         let (keys, values) = packed[..layout.len()].split_at(layout.keys_len());
         let head = HeadView {
             image,
