@@ -51,6 +51,7 @@ unsafe fn kernel_6x16(
     let Panels {
         depth,
         a,
+        a_stride,
         b,
         prefetch,
     } = panels;
@@ -65,13 +66,13 @@ unsafe fn kernel_6x16(
     }
     // One step: the outer product of A's column p (MR values) and B's row p (NR values).
     let step = |mut acc: [[__m256; 2]; MR], p: usize| {
-        // SAFETY: step p of each panel lies within the MR·depth and NR·depth values the
+        // SAFETY: step p of each panel lies within the A rows and NR·depth values the
         // caller guarantees.
         unsafe {
             let b_lo = _mm256_loadu_ps(b.add(p * NR));
             let b_hi = _mm256_loadu_ps(b.add(p * NR + 8));
             for (r, acc_row) in acc.iter_mut().enumerate() {
-                let a_value = _mm256_broadcast_ss(&*a.add(r * depth + p));
+                let a_value = _mm256_broadcast_ss(&*a.add(r * a_stride + p));
                 acc_row[0] = _mm256_fmadd_ps(a_value, b_lo, acc_row[0]);
                 acc_row[1] = _mm256_fmadd_ps(a_value, b_hi, acc_row[1]);
             }

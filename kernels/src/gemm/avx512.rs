@@ -24,7 +24,7 @@ impl GemmKernel for Avx512 {
     const MR: usize = MR;
     const NR: usize = NR;
     /// Deep K blocks, for Sapphire Rapids' 2 MiB L2 per core rather than its 48 KiB L1d:
-    /// the 192 KiB B panel (768×64) stays in L2 while the block's 18 KiB A panels (6×768)
+    /// the 192 KiB B panel (768×64) stays in L2 while the task's 18 KiB A panels (6×768)
     /// pass against it, and each kernel call streams both from L2, 24 + 256 bytes per
     /// 12-cycle step, which the L2 prefetchers sustain. One block covers ViT-B's K of 768,
     /// so C is read back only for K = 1536 and 3072 (once and three times, not 3 and 7
@@ -32,7 +32,7 @@ impl GemmKernel for Avx512 {
     /// It measured 2–5% faster than 384 or 512 on the large shapes; an L1-sized KC (128)
     /// measured 15% slower.
     const KC: usize = 768;
-    /// The packed A block, 198×768×4 B = 594 KiB, plus the B panel stays within the 2 MiB
+    /// A task's rows of A, 198×768×4 B = 594 KiB, plus the B panel stay within the 2 MiB
     /// L2 while the B panels stream past it; 198 rows hold one 197-token image. Taller
     /// blocks (480, 672) measured no faster on the batched shapes.
     const MC: usize = 198;
@@ -65,6 +65,7 @@ unsafe fn kernel_6x64(
     let Panels {
         depth,
         a,
+        a_stride,
         b,
         prefetch,
     } = panels;
@@ -80,13 +81,13 @@ unsafe fn kernel_6x64(
     }
     // One step: the outer product of A's column p (MR values) and B's row p (NR values).
     let step = |mut acc: [[__m512; NV]; MR], p: usize| {
-        // SAFETY: step p of each panel lies within the MR·depth and NR·depth values the
+        // SAFETY: step p of each panel lies within the A rows and NR·depth values the
         // caller guarantees.
         unsafe {
             let b_step: [__m512; NV] =
                 std::array::from_fn(|v| _mm512_loadu_ps(b.add(p * NR + v * 16)));
             for (r, acc_row) in acc.iter_mut().enumerate() {
-                let a_value = _mm512_set1_ps(*a.add(r * depth + p));
+                let a_value = _mm512_set1_ps(*a.add(r * a_stride + p));
                 for (sum, &b_v) in acc_row.iter_mut().zip(&b_step) {
                     *sum = _mm512_fmadd_ps(a_value, b_v, *sum);
                 }

@@ -34,8 +34,8 @@ mod portable;
 /// - `MR×NR`: the C tile held in registers for a whole K block.
 /// - `KC`: the depth of a K block. One `KC×NR` panel of B is reused against every A panel
 ///   of the block, so it should sit in L1 beside an `MR×KC` A panel and the C tile.
-/// - `MC`: the most rows of A packed at once. The packed `MC×KC` block is swept once per
-///   B panel, so it should stay in L2.
+/// - `MC`: about the most rows of A one task takes. Its `MC×KC` block of A is swept once
+///   per B panel, so it should stay in L2.
 /// - `NC`: the most columns one task sweeps. B comes from L3 or memory once per task, so
 ///   wider is better until a block of B no longer fits in L3.
 pub(crate) trait GemmKernel {
@@ -45,13 +45,13 @@ pub(crate) trait GemmKernel {
     const MC: usize;
     const NC: usize;
 
-    /// Multiplies the packed `MR×depth` A panel by the packed `depth×NR` B panel and stores the
+    /// Multiplies the `MR×depth` A panel by the packed `depth×NR` B panel and stores the
     /// `MR×NR` tile at `c` (row stride `ldc`): `c = c + a·b` when `accumulate`, else
     /// `c = a·b`; then, when `epilogue` is given, `c = act(c + bias) + residual`.
     ///
     /// # Safety
     /// The CPU must support the kernel's instruction set. `panels.a` must be valid for
-    /// `MR·depth` reads (`MR` rows of `depth` values, row after row) and `panels.b` for
+    /// reads of `MR` rows of `depth` values `panels.a_stride` apart, and `panels.b` for
     /// `NR·depth` (`depth` steps of `NR` values, step after step). `c` must be
     /// valid for reads and writes of `MR` rows of `NR` values `ldc` apart, with no other
     /// thread touching them. The epilogue's `bias` must be valid for `NR` reads and its
@@ -65,11 +65,14 @@ pub(crate) trait GemmKernel {
     );
 }
 
-/// The packed operands of one micro-kernel call.
+/// The operands of one micro-kernel call.
 #[derive(Clone, Copy)]
 pub(crate) struct Panels {
     pub depth: usize,
+    /// `MR` rows of A, `a_stride` apart: read in place from A, or from a padded copy.
     pub a: *const f32,
+    pub a_stride: usize,
+    /// Packed B.
     pub b: *const f32,
     /// A hint, never dereferenced: the kernel may ask the cache for up to `depth·16`
     /// bytes from here, memory a later call reads; null when there is nothing to fetch.

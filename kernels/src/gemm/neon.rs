@@ -45,6 +45,7 @@ unsafe fn kernel_8x8(
     let Panels {
         depth,
         a,
+        a_stride,
         b,
         prefetch,
     } = panels;
@@ -61,13 +62,13 @@ unsafe fn kernel_8x8(
                 )
             };
         }
-        // SAFETY: step p of each panel lies within the MR·depth and NR·depth values the
+        // SAFETY: step p of each panel lies within the A rows and NR·depth values the
         // caller guarantees.
         unsafe {
             let b_lo = vld1q_f32(b.add(p * NR));
             let b_hi = vld1q_f32(b.add(p * NR + 4));
             for (r, acc_row) in acc.iter_mut().enumerate() {
-                let a_value = *a.add(r * depth + p);
+                let a_value = *a.add(r * a_stride + p);
                 acc_row[0] = vfmaq_n_f32(acc_row[0], b_lo, a_value);
                 acc_row[1] = vfmaq_n_f32(acc_row[1], b_hi, a_value);
             }

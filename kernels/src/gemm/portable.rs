@@ -25,18 +25,25 @@ impl GemmKernel for Portable {
         accumulate: bool,
         epilogue: Option<&TileEpilogue>,
     ) {
-        let Panels { depth, a, b, .. } = panels;
-        // SAFETY: the caller guarantees MR·depth values at `a` and NR·depth at `b`.
+        let Panels {
+            depth,
+            a,
+            a_stride,
+            b,
+            ..
+        } = panels;
+        // SAFETY: the caller guarantees MR rows of depth values, a_stride apart, at `a`
+        // and NR·depth values at `b`.
         let (a, b) = unsafe {
             (
-                std::slice::from_raw_parts(a, MR * depth),
+                std::slice::from_raw_parts(a, (MR - 1) * a_stride + depth),
                 std::slice::from_raw_parts(b, NR * depth),
             )
         };
         let mut acc = [[0.0f32; NR]; MR];
         for (p, b_step) in b.chunks_exact(NR).enumerate() {
             for (r, acc_row) in acc.iter_mut().enumerate() {
-                let a_value = a[r * depth + p];
+                let a_value = a[r * a_stride + p];
                 for (acc_value, &b_value) in acc_row.iter_mut().zip(b_step) {
                     *acc_value += a_value * b_value;
                 }
