@@ -1,6 +1,9 @@
 //! Fused attention at ViTMSN's sequence lengths, and LayerNorm at its widths, on 1 and 2
 //! threads. Attention throughput counts `4·T²·d·H` flops (its two matrix products), so
 //! criterion's "elem/s" read as flop/s; LayerNorm's counts the bytes read and written.
+//! The attention group also benches the FMA peak, first and last, to read against.
+
+mod common;
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -41,6 +44,15 @@ fn bench_attention(c: &mut Criterion) {
         .sample_size(10)
         .sampling_mode(SamplingMode::Flat)
         .measurement_time(Duration::from_secs(5));
+    let pools = [ThreadPool::new(1), ThreadPool::new(2)];
+    let peaks = |group: &mut _, when| {
+        for isa in simd_isas() {
+            for pool in &pools {
+                common::bench_fma_peak(group, isa, pool, when);
+            }
+        }
+    };
+    peaks(&mut group, "first");
     for (tokens, heads, head_dim) in [(197, 6, 64), (197, 12, 64), (1025, 16, 64), (3137, 12, 64)] {
         let shape = AttentionShape {
             batch: 1,
@@ -55,8 +67,11 @@ fn bench_attention(c: &mut Criterion) {
         group.throughput(Throughput::Elements(
             (4 * tokens * tokens * head_dim * heads) as u64,
         ));
-        for (isa, threads) in simd_isas().into_iter().flat_map(|i| [(i, 1), (i, 2)]) {
-            let pool = ThreadPool::new(threads);
+        for (isa, pool) in simd_isas()
+            .into_iter()
+            .flat_map(|isa| pools.iter().map(move |p| (isa, p)))
+        {
+            let threads = pool.threads();
             let mut scratch = AttentionScratch::new(shape, threads);
             let id = BenchmarkId::new(
                 format!("T{tokens}_H{heads}_d{head_dim}"),
@@ -71,13 +86,14 @@ fn bench_attention(c: &mut Criterion) {
                         &head_scale,
                         &mut context,
                         None,
-                        &pool,
+                        pool,
                         &mut scratch,
                     )
                 })
             });
         }
     }
+    peaks(&mut group, "last");
     group.finish();
 }
 

@@ -4,6 +4,10 @@
 //! copies of it from memory, as a forward meets each layer's weights, on the best set.
 //!
 //! Throughput is counted as 2·m·n·k elements, so criterion's "elem/s" reads as FLOP/s.
+//! Each group also benches the FMA peak of each instruction set and thread count, first
+//! and last, to read the kernels' fraction of peak against.
+
+mod common;
 
 use std::hint::black_box;
 
@@ -78,6 +82,15 @@ fn bench_shapes(c: &mut Criterion, group_name: &str, isas: &[Isa], cold: bool) {
     let pools = [ThreadPool::new(1), ThreadPool::new(2)];
     let mut group = c.benchmark_group(group_name);
     group.sample_size(10);
+    let peaks = |group: &mut _, when| {
+        for (&isa, pool) in isas
+            .iter()
+            .flat_map(|isa| pools.iter().map(move |p| (isa, p)))
+        {
+            common::bench_fma_peak(group, isa, pool, when);
+        }
+    };
+    peaks(&mut group, "first");
     for (isa, (m, k, n, layer)) in isas
         .iter()
         .flat_map(|&isa| SHAPES.map(|shape| (isa, shape)))
@@ -125,6 +138,7 @@ fn bench_shapes(c: &mut Criterion, group_name: &str, isas: &[Isa], cold: bool) {
             });
         }
     }
+    peaks(&mut group, "last");
     group.finish();
 }
 

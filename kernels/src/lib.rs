@@ -9,6 +9,7 @@ pub mod attention;
 mod expf;
 pub mod gemm;
 pub mod norm;
+pub mod peak;
 pub mod scalar;
 pub mod threads;
 
@@ -182,6 +183,16 @@ impl Isa {
             .into_iter()
             .filter(|isa| isa.is_supported())
             .collect()
+    }
+
+    /// `f32` lanes of one vector register.
+    pub fn lanes(self) -> usize {
+        match self {
+            Isa::Avx512 => 16,
+            Isa::Avx2Fma => 8,
+            Isa::Neon => 4,
+            Isa::Scalar => 1,
+        }
     }
 
     /// Whether this CPU can run the kernels of `self`.
