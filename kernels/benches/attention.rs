@@ -1,7 +1,8 @@
 //! Fused attention at ViTMSN's sequence lengths, and LayerNorm at its widths, on 1 and 2
 //! threads. Attention throughput counts `4·T²·d·H` flops (its two matrix products), so
 //! criterion's "elem/s" read as flop/s; LayerNorm's counts the bytes read and written.
-//! The attention group also benches the FMA peak, first and last, to read against.
+//! Before each attention bench the FMA peak of its instruction set and thread count is
+//! benched too, to read its fraction of peak against.
 
 mod common;
 
@@ -45,14 +46,6 @@ fn bench_attention(c: &mut Criterion) {
         .sampling_mode(SamplingMode::Flat)
         .measurement_time(Duration::from_secs(5));
     let pools = [ThreadPool::new(1), ThreadPool::new(2)];
-    let peaks = |group: &mut _, when| {
-        for isa in simd_isas() {
-            for pool in &pools {
-                common::bench_fma_peak(group, isa, pool, when);
-            }
-        }
-    };
-    peaks(&mut group, "first");
     for (tokens, heads, head_dim) in [(197, 6, 64), (197, 12, 64), (1025, 16, 64), (3137, 12, 64)] {
         let shape = AttentionShape {
             batch: 1,
@@ -64,19 +57,18 @@ fn bench_attention(c: &mut Criterion) {
         let qkv = inputs(tokens * 3 * hidden);
         let head_scale = vec![1.0; heads];
         let mut context = vec![0.0; tokens * hidden];
-        group.throughput(Throughput::Elements(
-            (4 * tokens * tokens * head_dim * heads) as u64,
-        ));
         for (isa, pool) in simd_isas()
             .into_iter()
             .flat_map(|isa| pools.iter().map(move |p| (isa, p)))
         {
+            let name = format!("T{tokens}_H{heads}_d{head_dim}");
+            common::bench_fma_peak(&mut group, isa, pool, &name);
+            group.throughput(Throughput::Elements(
+                (4 * tokens * tokens * head_dim * heads) as u64,
+            ));
             let threads = pool.threads();
             let mut scratch = AttentionScratch::new(shape, threads);
-            let id = BenchmarkId::new(
-                format!("T{tokens}_H{heads}_d{head_dim}"),
-                format!("{isa:?}/{threads}t"),
-            );
+            let id = BenchmarkId::new(name, format!("{isa:?}/{threads}t"));
             group.bench_function(id, |b| {
                 b.iter(|| {
                     attention(
@@ -93,7 +85,6 @@ fn bench_attention(c: &mut Criterion) {
             });
         }
     }
-    peaks(&mut group, "last");
     group.finish();
 }
 

@@ -4,8 +4,8 @@
 //! copies of it from memory, as a forward meets each layer's weights, on the best set.
 //!
 //! Throughput is counted as 2·m·n·k elements, so criterion's "elem/s" reads as FLOP/s.
-//! Each group also benches the FMA peak of each instruction set and thread count, first
-//! and last, to read the kernels' fraction of peak against.
+//! Before each shape the FMA peak of its instruction set and thread count is benched too,
+//! to read the kernel's fraction of peak against.
 
 mod common;
 
@@ -117,8 +117,9 @@ fn bench_shapes(c: &mut Criterion, group_name: &str, isas: &[Isa], cold: bool) {
                 residual: None,
             },
         };
-        group.throughput(Throughput::Elements((2 * m * n * k) as u64));
         for pool in &pools {
+            common::bench_fma_peak(&mut group, isa, pool, &format!("{m}x{k}x{n}"));
+            group.throughput(Throughput::Elements((2 * m * n * k) as u64));
             let id = BenchmarkId::new(
                 format!("{isa:?}/{m}x{k}x{n}"),
                 format!("{}t", pool.threads()),
@@ -138,7 +139,6 @@ fn bench_shapes(c: &mut Criterion, group_name: &str, isas: &[Isa], cold: bool) {
             });
         }
     }
-    peaks(&mut group, "last");
     group.finish();
 }
 
