@@ -258,8 +258,7 @@ impl TaskSplit {
 /// must have checked that it supports the implementing instruction set. Each checks the
 /// bounds it relies on.
 trait Kernels {
-    /// Query rows of one register tile; at most `MAX_TILE_ROWS` and a divisor of
-    /// `MAX_BLOCK_ROWS`.
+    /// Query rows of one register tile; at most `MAX_TILE_ROWS`.
     const TILE_ROWS: usize;
     /// Keys per packed key panel, the width of one score tile; at most `MAX_PANEL_KEYS`
     /// and a divisor of `BLOCK_KEYS`.
