@@ -537,9 +537,9 @@ unsafe fn blocked_attention<K: Kernels>(
             // row at a time.
             unsafe { context.piece((b * tokens + i) * hidden + h * head_dim, head_dim) }
         };
-        // SAFETY: a task alone owns these rows of its head's probabilities, and holds one
-        // tile of them at a time.
         let probs_rows = |rows: &Range<usize>| {
+            // SAFETY: a task alone owns these rows of its head's probabilities, and holds
+            // one tile of them at a time.
             probs.as_ref().map(|p| unsafe {
                 p.piece(
                     (image_head * tokens + rows.start) * tokens,

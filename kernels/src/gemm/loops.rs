@@ -101,7 +101,7 @@ fn pack_edge_panel<K: GemmKernel>(
 /// panels). Within a column block, the `MR×NR` tiles, taken row panel after row panel,
 /// are cut into `m_tasks` runs of equal length, so a task may start and end partway
 /// along a row panel: 197 rows are 33 panels, and two threads each get 16½ of them
-/// rather than 17 and 16. A row panel shared by two tasks is packed by both.
+/// rather than 17 and 16. A row panel shared by two tasks is read by both.
 struct Grid {
     m_panels: usize,
     n_panels: usize,
@@ -136,12 +136,13 @@ impl Grid {
         let n_panels = n.div_ceil(K::NR);
         let panels_per_block = n_panels.div_ceil(n.div_ceil(K::NC));
         let n_blocks = n_panels.div_ceil(panels_per_block);
-        // Runs of about MC rows and, so each thread packs and multiplies an equal share,
-        // as many as a multiple of the threads (but no more than there are tiles).
+        // Runs of about MC rows and, so each thread multiplies an equal share, as many as a
+        // multiple of the threads (but no more than a column block has tiles; a narrower
+        // last block may leave a run empty, which does nothing).
         let m_tasks = m
             .div_ceil(K::MC)
             .next_multiple_of(threads)
-            .min(m_panels * panels_per_block.min(n_panels));
+            .min(m_panels * panels_per_block);
         Self {
             m_panels,
             n_panels,
