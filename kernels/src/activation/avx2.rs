@@ -4,8 +4,9 @@
 //! must have checked that the CPU has them.
 
 use std::arch::x86_64::*;
+use std::f32::consts::SQRT_2;
 
-use super::ERF_PIECES;
+use super::{HALF_ERF_PIECES, LAST_OFFSET};
 use crate::expf::{self, avx2::exp};
 use crate::{Activation, SELU_ALPHA, SELU_SCALE, SQRT_2_OVER_PI};
 
@@ -63,12 +64,13 @@ pub(crate) unsafe fn apply_all(act: Activation, vs: &mut [__m256]) {
     }
 }
 
+/// `x·Φ(x)`, as `x/2 + |x|·(Φ(|x|) − 1/2)`: `half_erf` gives the second factor, and the
+/// sign needs no handling because `x·(Φ(x) − 1/2)` is even in x.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn gelu(x: __m256) -> __m256 {
-    let half_x = _mm256_mul_ps(splat(0.5), x);
-    let erf = erf(_mm256_mul_ps(x, splat(std::f32::consts::FRAC_1_SQRT_2)));
-    _mm256_fmadd_ps(half_x, erf, half_x)
+    let magnitude = _mm256_andnot_ps(splat(-0.0), x);
+    _mm256_fmadd_ps(magnitude, half_erf(magnitude), _mm256_mul_ps(splat(0.5), x))
 }
 
 #[inline]
@@ -245,23 +247,21 @@ unsafe fn tanh_softplus(x: __m256) -> __m256 {
     _mm256_blendv_ps(t, splat(1.0), _mm256_cmp_ps::<_CMP_GT_OQ>(x, splat(20.0)))
 }
 
-/// erf(z) to within 1e-7 absolute, from `ERF_PIECES` up to |z| = 4 (beyond which erf
-/// rounds to ±1 in f32, as the last piece does at 4).
+/// `erf(x/√2)/2` for `x ≥ 0`, from `HALF_ERF_PIECES`; see there for the pieces.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn erf(z: __m256) -> __m256 {
-    let sign_bit = splat(-0.0);
-    let twice = _mm256_mul_ps(
-        splat(2.0),
-        _mm256_min_ps(_mm256_andnot_ps(sign_bit, z), splat(4.0)),
+unsafe fn half_erf(magnitude: __m256) -> __m256 {
+    let offset = _mm256_min_ps(
+        _mm256_fmadd_ps(magnitude, splat(SQRT_2), splat(-0.5)),
+        splat(LAST_OFFSET),
     );
-    let piece = _mm256_min_epi32(_mm256_cvttps_epi32(twice), _mm256_set1_epi32(7));
-    let t = _mm256_sub_ps(twice, _mm256_add_ps(_mm256_cvtepi32_ps(piece), splat(0.5)));
+    let piece = _mm256_cvtps_epi32(offset);
+    let t = _mm256_sub_ps(offset, _mm256_cvtepi32_ps(piece));
     let coefficient =
         |row: &[f32; 8]| _mm256_permutevar8x32_ps(_mm256_loadu_ps(row.as_ptr()), piece);
-    let mut acc = coefficient(&ERF_PIECES[0]);
-    for row in &ERF_PIECES[1..] {
+    let mut acc = coefficient(&HALF_ERF_PIECES[0]);
+    for row in &HALF_ERF_PIECES[1..] {
         acc = _mm256_fmadd_ps(acc, t, coefficient(row));
     }
-    _mm256_or_ps(acc, _mm256_and_ps(z, sign_bit))
+    acc
 }

@@ -5,8 +5,9 @@
 //! the AVX2 and FMA beneath it): the caller must have checked that the CPU has them.
 
 use std::arch::x86_64::*;
+use std::f32::consts::SQRT_2;
 
-use super::ERF_PIECES;
+use super::{HALF_ERF_PIECES, LAST_OFFSET};
 use crate::expf::{self, avx512::exp};
 use crate::{Activation, SELU_ALPHA, SELU_SCALE, SQRT_2_OVER_PI};
 
@@ -64,12 +65,13 @@ pub(crate) unsafe fn apply_all(act: Activation, vs: &mut [__m512]) {
     }
 }
 
+/// `x·Φ(x)`, as `x/2 + |x|·(Φ(|x|) − 1/2)`: `half_erf` gives the second factor, and the
+/// sign needs no handling because `x·(Φ(x) − 1/2)` is even in x.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn gelu(x: __m512) -> __m512 {
-    let half_x = _mm512_mul_ps(splat(0.5), x);
-    let erf = erf(_mm512_mul_ps(x, splat(std::f32::consts::FRAC_1_SQRT_2)));
-    _mm512_fmadd_ps(half_x, erf, half_x)
+    let magnitude = _mm512_abs_ps(x);
+    _mm512_fmadd_ps(magnitude, half_erf(magnitude), _mm512_mul_ps(splat(0.5), x))
 }
 
 #[inline]
@@ -249,25 +251,22 @@ unsafe fn tanh_softplus(x: __m512) -> __m512 {
     )
 }
 
-/// erf(z) to within 1e-7 absolute, from `ERF_PIECES` up to |z| = 4 (beyond which erf
-/// rounds to ±1 in f32, as the last piece does at 4).
+/// `erf(x/√2)/2` for `x ≥ 0`, from `HALF_ERF_PIECES`; see there for the pieces.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn erf(z: __m512) -> __m512 {
-    let sign_bit = splat(-0.0);
-    let twice = _mm512_mul_ps(splat(2.0), _mm512_min_ps(_mm512_abs_ps(z), splat(4.0)));
-    let piece = _mm512_min_epi32(_mm512_cvttps_epi32(twice), _mm512_set1_epi32(7));
-    let t = _mm512_sub_ps(twice, _mm512_add_ps(_mm512_cvtepi32_ps(piece), splat(0.5)));
+unsafe fn half_erf(magnitude: __m512) -> __m512 {
+    let offset = _mm512_min_ps(
+        _mm512_fmadd_ps(magnitude, splat(SQRT_2), splat(-0.5)),
+        splat(LAST_OFFSET),
+    );
+    let piece = _mm512_cvtps_epi32(offset);
+    let t = _mm512_sub_ps(offset, _mm512_cvtepi32_ps(piece));
     let coefficient = |row: &[f32; 8]| {
         _mm512_permutexvar_ps(piece, _mm512_zextps256_ps512(_mm256_loadu_ps(row.as_ptr())))
     };
-    let mut acc = coefficient(&ERF_PIECES[0]);
-    for row in &ERF_PIECES[1..] {
+    let mut acc = coefficient(&HALF_ERF_PIECES[0]);
+    for row in &HALF_ERF_PIECES[1..] {
         acc = _mm512_fmadd_ps(acc, t, coefficient(row));
     }
-    // Integer logic: the float forms need AVX-512DQ.
-    _mm512_castsi512_ps(_mm512_or_si512(
-        _mm512_castps_si512(acc),
-        _mm512_and_si512(_mm512_castps_si512(z), _mm512_castps_si512(sign_bit)),
-    ))
+    acc
 }

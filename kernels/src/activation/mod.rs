@@ -43,7 +43,7 @@ pub fn activation_inplace(isa: Isa, act: Activation, x: &mut [f32]) {
 /// lane-wise permute picks each lane's coefficient: one polynomial per lane instead of a
 /// blend of several.
 #[cfg(target_arch = "x86_64")]
-pub(crate) const ERF_PIECES: [[f32; 8]; 7] = [
+const ERF_PIECES: [[f32; 8]; 7] = [
     [
         -6.169975e-4,
         -4.1592537e-4,
@@ -115,6 +115,29 @@ pub(crate) const ERF_PIECES: [[f32; 8]; 7] = [
         9.999999e-1,
     ],
 ];
+
+/// `ERF_PIECES` halved (exactly), for GELU's `erf(x/√2)/2`. With `z = x/√2`, `2|z| − 0.5`
+/// is `√2|x| − 0.5`: rounded to the nearest integer it is the piece, and the remainder is
+/// `t` (a tie picks the neighbouring piece, evaluated at its own edge, t = ±0.5).
+#[cfg(target_arch = "x86_64")]
+pub(crate) const HALF_ERF_PIECES: [[f32; 8]; 7] = {
+    let mut rows = ERF_PIECES;
+    let mut j = 0;
+    while j < rows.len() {
+        let mut i = 0;
+        while i < 8 {
+            rows[j][i] *= 0.5;
+            i += 1;
+        }
+        j += 1;
+    }
+    rows
+};
+
+/// The largest `√2|x| − 0.5` the pieces take: just under 7.5, so it rounds to the last
+/// piece, at whose end (|z| = 4) erf/2 rounds to 1/2 in f32 and stays there.
+#[cfg(target_arch = "x86_64")]
+pub(crate) const LAST_OFFSET: f32 = f32::from_bits(7.5f32.to_bits() - 1);
 
 #[cfg(test)]
 mod tests {
