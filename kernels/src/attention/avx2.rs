@@ -82,21 +82,24 @@ impl Kernels for Avx2 {
         value_stride: usize,
         acc: &mut [f32],
         acc_stride: usize,
-        rescale: &[f32],
+        rescale: Option<&[f32]>,
     ) {
         let weights: [&[f32]; TILE_ROWS] = weights.try_into().expect("TILE_ROWS weights");
         let keys = weights[0].len();
-        assert!(weights.iter().all(|w| w.len() == keys) && rescale.len() == TILE_ROWS);
+        assert!(weights.iter().all(|w| w.len() == keys));
         assert!(keys == 0 || values.len() >= (keys - 1) * value_stride + TILE_COLS);
         assert!(acc.len() >= (TILE_ROWS - 1) * acc_stride + TILE_COLS);
         let mut sums = [[_mm256_setzero_ps(); 2]; TILE_ROWS];
-        for (r, sum) in sums.iter_mut().enumerate() {
-            let factor = _mm256_set1_ps(rescale[r]);
-            let row = acc[r * acc_stride..].as_ptr();
-            // SAFETY: each accumulator row has TILE_COLS elements (asserted above).
-            unsafe {
-                sum[0] = _mm256_mul_ps(_mm256_loadu_ps(row), factor);
-                sum[1] = _mm256_mul_ps(_mm256_loadu_ps(row.add(LANES)), factor);
+        if let Some(rescale) = rescale {
+            assert!(rescale.len() == TILE_ROWS);
+            for (r, sum) in sums.iter_mut().enumerate() {
+                let factor = _mm256_set1_ps(rescale[r]);
+                let row = acc[r * acc_stride..].as_ptr();
+                // SAFETY: each accumulator row has TILE_COLS elements (asserted above).
+                unsafe {
+                    sum[0] = _mm256_mul_ps(_mm256_loadu_ps(row), factor);
+                    sum[1] = _mm256_mul_ps(_mm256_loadu_ps(row.add(LANES)), factor);
+                }
             }
         }
         let v = values.as_ptr();
@@ -192,6 +195,24 @@ impl Kernels for Avx2 {
             .into_remainder()
             .iter_mut()
             .for_each(|x| *x *= factor);
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn scale_into(src: &[f32], dst: &mut [f32], factor: f32) {
+        assert!(src.len() == dst.len());
+        let factor_v = _mm256_set1_ps(factor);
+        let (mut from, mut to) = (src.chunks_exact(LANES), dst.chunks_exact_mut(LANES));
+        for (f, t) in (&mut from).zip(&mut to) {
+            // SAFETY: both chunks have LANES elements.
+            unsafe {
+                let v = _mm256_loadu_ps(f.as_ptr());
+                _mm256_storeu_ps(t.as_mut_ptr(), _mm256_mul_ps(v, factor_v));
+            }
+        }
+        for (f, t) in from.remainder().iter().zip(to.into_remainder()) {
+            *t = f * factor;
+        }
     }
 }
 

@@ -82,21 +82,24 @@ impl Kernels for Avx512 {
         value_stride: usize,
         acc: &mut [f32],
         acc_stride: usize,
-        rescale: &[f32],
+        rescale: Option<&[f32]>,
     ) {
         let weights: [&[f32]; TILE_ROWS] = weights.try_into().expect("TILE_ROWS weights");
         let keys = weights[0].len();
-        assert!(weights.iter().all(|w| w.len() == keys) && rescale.len() == TILE_ROWS);
+        assert!(weights.iter().all(|w| w.len() == keys));
         assert!(keys == 0 || values.len() >= (keys - 1) * value_stride + TILE_COLS);
         assert!(acc.len() >= (TILE_ROWS - 1) * acc_stride + TILE_COLS);
         let mut sums = [[_mm512_setzero_ps(); 2]; TILE_ROWS];
-        for (r, sum) in sums.iter_mut().enumerate() {
-            let factor = _mm512_set1_ps(rescale[r]);
-            let row = acc[r * acc_stride..].as_ptr();
-            // SAFETY: each accumulator row has TILE_COLS elements (asserted above).
-            unsafe {
-                sum[0] = _mm512_mul_ps(_mm512_loadu_ps(row), factor);
-                sum[1] = _mm512_mul_ps(_mm512_loadu_ps(row.add(LANES)), factor);
+        if let Some(rescale) = rescale {
+            assert!(rescale.len() == TILE_ROWS);
+            for (r, sum) in sums.iter_mut().enumerate() {
+                let factor = _mm512_set1_ps(rescale[r]);
+                let row = acc[r * acc_stride..].as_ptr();
+                // SAFETY: each accumulator row has TILE_COLS elements (asserted above).
+                unsafe {
+                    sum[0] = _mm512_mul_ps(_mm512_loadu_ps(row), factor);
+                    sum[1] = _mm512_mul_ps(_mm512_loadu_ps(row.add(LANES)), factor);
+                }
             }
         }
         let v = values.as_ptr();
@@ -221,6 +224,21 @@ impl Kernels for Avx512 {
             unsafe {
                 let v = _mm512_maskz_loadu_ps(mask, p);
                 _mm512_mask_storeu_ps(p, mask, _mm512_mul_ps(v, factor));
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn scale_into(src: &[f32], dst: &mut [f32], factor: f32) {
+        assert!(src.len() == dst.len());
+        let factor = _mm512_set1_ps(factor);
+        for (from, to) in src.chunks(LANES).zip(dst.chunks_mut(LANES)) {
+            let mask = tail_mask(from.len());
+            // SAFETY: the mask covers only the chunks' elements.
+            unsafe {
+                let v = _mm512_maskz_loadu_ps(mask, from.as_ptr());
+                _mm512_mask_storeu_ps(to.as_mut_ptr(), mask, _mm512_mul_ps(v, factor));
             }
         }
     }

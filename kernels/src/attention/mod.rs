@@ -106,7 +106,8 @@ impl TaskScratch {
 struct TileScratch {
     /// Scores, then probabilities, of the current key block: `[rows][BLOCK_KEYS]`.
     scores: AlignedVec,
-    /// Context rows, unnormalised until the last key block: `[rows][padded_dim]`.
+    /// Context rows, unnormalised: `[rows][padded_dim]`; each is scaled into the output
+    /// after the last key block.
     context: AlignedVec,
     /// Running maximum score of each row.
     row_max: AlignedVec,
@@ -282,14 +283,15 @@ trait Kernels {
 
     /// `acc[r][..n] = acc[r][..n] · rescale[r] + Σ_j weights[r][j] · values[j][..n]`
     /// (n = `TILE_COLS`) for the `TILE_ROWS` rows of `weights` and `rescale`, value rows
-    /// `value_stride` apart, accumulator rows `acc_stride`.
+    /// `value_stride` apart, accumulator rows `acc_stride`. Without `rescale` the sums
+    /// start from zero and `acc` is only written.
     unsafe fn context_tile(
         weights: &[&[f32]],
         values: &[f32],
         value_stride: usize,
         acc: &mut [f32],
         acc_stride: usize,
-        rescale: &[f32],
+        rescale: Option<&[f32]>,
     );
 
     /// Writes `count` keys transposed into a key panel `[head_dim][PANEL_KEYS]`
@@ -314,15 +316,22 @@ trait Kernels {
 
     /// Multiplies `row` by `factor`.
     unsafe fn scale(row: &mut [f32], factor: f32);
+
+    /// `dst = src · factor`; both the same length.
+    unsafe fn scale_into(src: &[f32], dst: &mut [f32], factor: f32);
 }
 
 /// Online-softmax attention of the query rows `rows` (one tile, at most `TILE_ROWS`) of
-/// one head; leaves each row's finished context in `tile.context[r·padded_dim..]
-/// [..head_dim]`.
+/// one head; writes each row `i`'s context to `out(i)`.
 ///
 /// # Safety
 /// The CPU must support `K`'s instruction set.
-unsafe fn attend_online<K: Kernels>(head: &HeadView, rows: Range<usize>, tile: &mut TileScratch) {
+unsafe fn attend_online<'o, K: Kernels>(
+    head: &HeadView,
+    rows: Range<usize>,
+    tile: &mut TileScratch,
+    out: impl Fn(usize) -> &'o mut [f32],
+) {
     let (tr, pk) = (K::TILE_ROWS, K::PANEL_KEYS);
     let dp = head.padded_dim;
     let TileScratch {
@@ -332,7 +341,6 @@ unsafe fn attend_online<K: Kernels>(head: &HeadView, rows: Range<usize>, tile: &
         row_sum,
         rescale,
     } = tile;
-    context[..tr * dp].fill(0.0);
     row_max[..tr].fill(f32::NEG_INFINITY);
     row_sum[..tr].fill(0.0);
     let queries = head.tile_queries(&rows);
@@ -350,17 +358,20 @@ unsafe fn attend_online<K: Kernels>(head: &HeadView, rows: Range<usize>, tile: &
                 pk,
             );
         }
+        // All the maxima first, then all the exps: no row's exp waits on its own maximum.
         for r in 0..tr {
-            let row = &mut scores[r * BLOCK_KEYS..][..keys];
-            let new_max = row_max[r].max(K::max(row));
+            let new_max = row_max[r].max(K::max(&scores[r * BLOCK_KEYS..][..keys]));
             // Past the first blocks the maximum rarely rises: skip the exp then.
             rescale[r] = if new_max == row_max[r] {
                 1.0
             } else {
                 (row_max[r] - new_max).exp()
             };
-            row_sum[r] = row_sum[r] * rescale[r] + K::exp_shifted_in_place(row, new_max);
             row_max[r] = new_max;
+        }
+        for r in 0..tr {
+            let row = &mut scores[r * BLOCK_KEYS..][..keys];
+            row_sum[r] = row_sum[r] * rescale[r] + K::exp_shifted_in_place(row, row_max[r]);
         }
         let weights: [&[f32]; MAX_TILE_ROWS] =
             std::array::from_fn(|r| &scores[r.min(tr - 1) * BLOCK_KEYS..][..keys]);
@@ -372,13 +383,14 @@ unsafe fn attend_online<K: Kernels>(head: &HeadView, rows: Range<usize>, tile: &
                 dp,
                 &mut context[c..],
                 dp,
-                &rescale[..tr],
+                (first_key > 0).then_some(&rescale[..tr]),
             );
         }
     }
-    for r in 0..rows.len() {
-        K::scale(
-            &mut context[r * dp..][..head.head_dim],
+    for (r, i) in rows.enumerate() {
+        K::scale_into(
+            &context[r * dp..][..head.head_dim],
+            out(i),
             head.head_scale / row_sum[r],
         );
     }
@@ -386,21 +398,21 @@ unsafe fn attend_online<K: Kernels>(head: &HeadView, rows: Range<usize>, tile: &
 
 /// Attention of the query rows `rows` (one tile, at most `TILE_ROWS`) of one head that
 /// also writes their probabilities to `probs` (`[rows.len()][tokens]`), by an exact
-/// two-pass softmax over whole rows.
+/// two-pass softmax over whole rows; writes each row `i`'s context to `out(i)`.
 ///
 /// # Safety
 /// The CPU must support `K`'s instruction set.
-unsafe fn attend_with_probs<K: Kernels>(
+unsafe fn attend_with_probs<'o, K: Kernels>(
     head: &HeadView,
     rows: Range<usize>,
     tile: &mut TileScratch,
     probs: &mut [f32],
+    out: impl Fn(usize) -> &'o mut [f32],
 ) {
     let (tr, pk) = (K::TILE_ROWS, K::PANEL_KEYS);
     let tokens = head.tokens;
     let dp = head.padded_dim;
     let context = &mut tile.context[..tr * dp];
-    context.fill(0.0);
     let queries = head.tile_queries(&rows);
 
     for p in 0..tokens.div_ceil(pk) {
@@ -429,8 +441,11 @@ unsafe fn attend_with_probs<K: Kernels>(
             dp,
             &mut context[c..],
             dp,
-            &[1.0; MAX_TILE_ROWS][..tr],
+            None,
         );
+    }
+    for (r, i) in rows.enumerate() {
+        K::scale_into(&context[r * dp..][..head.head_dim], out(i), 1.0);
     }
 }
 
@@ -578,12 +593,9 @@ unsafe fn blocked_attention<K: Kernels>(
             // SAFETY: the caller guarantees that the CPU supports K's instruction set.
             unsafe {
                 match probs_rows(&tile_rows) {
-                    Some(p) => attend_with_probs::<K>(&head, tile_rows.clone(), tile, p),
-                    None => attend_online::<K>(&head, tile_rows.clone(), tile),
+                    Some(p) => attend_with_probs::<K>(&head, tile_rows, tile, p, context_row),
+                    None => attend_online::<K>(&head, tile_rows, tile, context_row),
                 }
-            }
-            for (r, i) in tile_rows.enumerate() {
-                context_row(i).copy_from_slice(&tile.context[r * layout.padded_dim..][..head_dim]);
             }
         }
     });

@@ -71,22 +71,25 @@ impl Kernels for Neon {
         value_stride: usize,
         acc: &mut [f32],
         acc_stride: usize,
-        rescale: &[f32],
+        rescale: Option<&[f32]>,
     ) {
         let weights: [&[f32]; TILE_ROWS] = weights.try_into().expect("TILE_ROWS weights");
         let keys = weights[0].len();
-        assert!(weights.iter().all(|w| w.len() == keys) && rescale.len() == TILE_ROWS);
+        assert!(weights.iter().all(|w| w.len() == keys));
         assert!(keys == 0 || values.len() >= (keys - 1) * value_stride + TILE_COLS);
         assert!(acc.len() >= (TILE_ROWS - 1) * acc_stride + TILE_COLS);
         let mut sums = [[vdupq_n_f32(0.0); VECTORS]; TILE_ROWS];
-        for (r, sum) in sums.iter_mut().enumerate() {
-            let row = &acc[r * acc_stride..][..TILE_COLS];
-            for (v, s) in sum.iter_mut().enumerate() {
-                // SAFETY: the row has TILE_COLS = VECTORS·LANES elements.
-                *s = vmulq_n_f32(
-                    unsafe { vld1q_f32(row.as_ptr().add(v * LANES)) },
-                    rescale[r],
-                );
+        if let Some(rescale) = rescale {
+            assert!(rescale.len() == TILE_ROWS);
+            for (r, sum) in sums.iter_mut().enumerate() {
+                let row = &acc[r * acc_stride..][..TILE_COLS];
+                for (v, s) in sum.iter_mut().enumerate() {
+                    // SAFETY: the row has TILE_COLS = VECTORS·LANES elements.
+                    *s = vmulq_n_f32(
+                        unsafe { vld1q_f32(row.as_ptr().add(v * LANES)) },
+                        rescale[r],
+                    );
+                }
             }
         }
         let values = values.as_ptr();
@@ -171,5 +174,19 @@ impl Kernels for Neon {
             .into_remainder()
             .iter_mut()
             .for_each(|x| *x *= factor);
+    }
+
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn scale_into(src: &[f32], dst: &mut [f32], factor: f32) {
+        assert!(src.len() == dst.len());
+        let (mut from, mut to) = (src.chunks_exact(LANES), dst.chunks_exact_mut(LANES));
+        for (f, t) in (&mut from).zip(&mut to) {
+            // SAFETY: both chunks have LANES elements.
+            unsafe { vst1q_f32(t.as_mut_ptr(), vmulq_n_f32(vld1q_f32(f.as_ptr()), factor)) };
+        }
+        for (f, t) in from.remainder().iter().zip(to.into_remainder()) {
+            *t = f * factor;
+        }
     }
 }
