@@ -721,6 +721,19 @@ mod tests {
         check(shape, &[0.0, 1.0], 2.0, 8, true, 2);
     }
 
+    /// More tokens than one online-softmax block: later blocks rescale what earlier ones
+    /// summed, and the last block is a sliver.
+    #[test]
+    fn several_key_blocks_match_scalar() {
+        let shape = AttentionShape {
+            batch: 1,
+            tokens: 2 * BLOCK_KEYS + 9,
+            heads: 2,
+            head_dim: 64,
+        };
+        check(shape, &[1.0, 0.5], 2.0, 11, false, 2);
+    }
+
     #[test]
     fn thread_count_does_not_change_results() {
         let shape = AttentionShape {
