@@ -6,7 +6,7 @@
 use std::ops::{Deref, DerefMut};
 
 /// Floats in a cache line.
-pub const CACHE_LINE_FLOATS: usize = 16;
+const CACHE_LINE_FLOATS: usize = 16;
 
 /// A zero-initialised `f32` buffer whose first element sits on a cache line.
 #[derive(Default)]

@@ -1,7 +1,9 @@
 //! A small persistent thread pool: kernels split their work into numbered tasks and the
 //! pool's threads (the caller included) take tasks from a shared counter.
 //!
-//! Work is split the same way for any thread count, so results never depend on it.
+//! How a kernel cuts its work may follow the thread count, but each output element is
+//! computed the same way whichever task or thread computes it, so results never depend on
+//! the thread count.
 //!
 //! A forward pass posts about a hundred jobs in quick succession. Waking a thread parked
 //! on a condition variable costs tens of microseconds once its core has gone idle, so idle

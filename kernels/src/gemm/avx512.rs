@@ -29,8 +29,9 @@ impl GemmKernel for Avx512 {
     /// 12-cycle step, which the L2 prefetchers sustain. One block covers ViT-B's K of 768,
     /// so C is read back only for K = 1536 and 3072 (once and three times, not 3 and 7
     /// times as at KC = 384), and the per-call overhead is spread over twice the depth.
-    /// It measured 2–5% faster than 384 or 512 on the large shapes; an L1-sized KC (128)
-    /// measured 15% slower.
+    /// It measured 2–5% faster than 384 or 512 on the large shapes. With A read in place,
+    /// an L1-sized KC of 128 measured 0–14 points of peak lower (median 6) on ViT-S's
+    /// shapes, and 192 up to 6 lower.
     const KC: usize = 768;
     /// A task's rows of A, 198×768×4 B = 594 KiB, plus the B panel stay within the 2 MiB
     /// L2 while the B panels stream past it; 198 rows hold one 197-token image. Taller
