@@ -4,6 +4,7 @@ use crate::config::{Size2, ViTMSNConfig};
 use crate::error::{Error, Result};
 use crate::model::{ForwardInput, ViTMSN};
 use crate::tensor::Tensor;
+use crate::Isa;
 use std::time::Instant;
 
 /// The published ViTMSN architectures, by the name `--arch` takes.
@@ -57,6 +58,8 @@ pub fn flops_per_image(c: &ViTMSNConfig) -> f64 {
 pub struct BenchReport {
     pub model: String,
     pub backend: String,
+    /// The CPU kernels' instruction set, for backends that choose one.
+    pub isa: Option<&'static str>,
     pub threads: usize,
     pub batch: usize,
     pub iters: usize,
@@ -70,8 +73,8 @@ pub struct BenchReport {
 impl BenchReport {
     pub fn to_json(&self) -> String {
         format!(
-            "{{\"model\":{:?},\"backend\":{:?},\"threads\":{},\"batch\":{},\"iters\":{},\"median_ms\":{:.3},\"min_ms\":{:.3},\"images_per_s\":{:.3},\"gflop_per_image\":{:.3},\"gflop_per_s\":{:.2}}}",
-            self.model, self.backend, self.threads, self.batch, self.iters, self.median_ms, self.min_ms, self.images_per_s, self.gflop_per_image, self.gflop_per_s
+            "{{\"model\":{:?},\"backend\":{:?},\"isa\":{},\"threads\":{},\"batch\":{},\"iters\":{},\"median_ms\":{:.3},\"min_ms\":{:.3},\"images_per_s\":{:.3},\"gflop_per_image\":{:.3},\"gflop_per_s\":{:.2}}}",
+            self.model, self.backend, self.isa.map_or("null".to_string(), |isa| format!("{isa:?}")), self.threads, self.batch, self.iters, self.median_ms, self.min_ms, self.images_per_s, self.gflop_per_image, self.gflop_per_s
         )
     }
 }
@@ -106,6 +109,7 @@ pub fn run(
     Ok(BenchReport {
         model: model_name.to_string(),
         backend: model.backend_name().to_string(),
+        isa: model.backend_isa().map(Isa::name),
         threads: model.backend_threads(),
         batch,
         iters: times.len(),

@@ -30,3 +30,4 @@ pub use error::{Error, Result};
 pub use loss::Labels;
 pub use model::{ForwardInput, ForwardOutput, ViTMSN};
 pub use tensor::Tensor;
+pub use vitmsn_kernels::Isa;

@@ -2,16 +2,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vitmsn::backend::Precision;
+use vitmsn::backend::{self, Precision};
 use vitmsn::weights::Weights;
 use vitmsn::{bench, io, BackendKind, BackendOptions, Error, Result, ViTMSN};
 
 const USAGE: &str = "usage:
   vitmsn forward --model DIR --input IN.safetensors --output OUT.safetensors
-                 [--backend scalar|cpu|gpu] [--threads T] [--precision f32|f16]
-                 [--output-hidden-states] [--output-attentions] [--interpolate-pos-encoding]
+                 [--backend scalar|cpu|gpu] [--threads T] [--isa avx512|avx2|neon|scalar]
+                 [--precision f32|f16] [--output-hidden-states] [--output-attentions] [--interpolate-pos-encoding]
   vitmsn bench (--model DIR | --arch vit-msn-small|vit-msn-base|vit-msn-large|vit-msn-base-4|vit-msn-large-7)
-               [--batch N] [--threads T] [--backend B] [--precision P] [--iters N] [--json]";
+               [--batch N] [--threads T] [--isa I] [--backend B] [--precision P] [--iters N] [--json]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -128,8 +128,22 @@ impl Flags {
                 })
             })
             .transpose()?;
+        let isa = self.get("isa").map(backend::parse_isa).transpose()?;
+        if isa.is_some() && kind != BackendKind::Cpu {
+            return Err(Error::Usage(format!(
+                "--isa chooses the cpu backend's kernels, not the {} backend's",
+                kind.name()
+            )));
+        }
         let precision = Precision::parse(self.get("precision").unwrap_or("f32"))?;
-        Ok((kind, BackendOptions { threads, precision }))
+        Ok((
+            kind,
+            BackendOptions {
+                threads,
+                isa,
+                precision,
+            },
+        ))
     }
 }
 
@@ -140,6 +154,7 @@ fn forward(flags: &Flags) -> Result<()> {
         "output",
         "backend",
         "threads",
+        "isa",
         "precision",
     ])?;
     let model_dir = PathBuf::from(flags.required("model")?);
@@ -161,6 +176,7 @@ fn bench(flags: &Flags) -> Result<()> {
         "arch",
         "batch",
         "threads",
+        "isa",
         "backend",
         "precision",
         "iters",
@@ -194,8 +210,9 @@ fn bench(flags: &Flags) -> Result<()> {
     if flags.switch("json") {
         println!("{}", report.to_json());
     } else {
+        let isa = report.isa.map_or(String::new(), |isa| format!("{isa}, "));
         println!(
-            "{} on {} ({} threads), batch {}: median {:.2} ms, {:.1} images/s, {:.1} GFLOP/s over {} forwards",
+            "{} on {} ({isa}{} threads), batch {}: median {:.2} ms, {:.1} images/s, {:.1} GFLOP/s over {} forwards",
             report.model, report.backend, report.threads, report.batch, report.median_ms, report.images_per_s, report.gflop_per_s, report.iters
         );
     }

@@ -12,7 +12,7 @@ use crate::tensor::{F32Data, Tensor};
 use crate::weights::Weights;
 use std::collections::HashMap;
 use std::path::Path;
-use vitmsn_kernels::{Activation, AttentionShape};
+use vitmsn_kernels::{Activation, AttentionShape, Isa};
 
 /// Collects the constants of a model while its modules load, checking names and shapes.
 struct Loader<'w> {
@@ -635,6 +635,11 @@ impl ViTMSN {
 
     pub fn backend_threads(&self) -> usize {
         self.executor.backend().threads()
+    }
+
+    /// The instruction set of the backend's CPU kernels, where it chooses one.
+    pub fn backend_isa(&self) -> Option<Isa> {
+        self.executor.backend().isa()
     }
 
     /// Runs the model on one batch.

@@ -1,5 +1,5 @@
-//! The `vitmsn forward` command line: its outputs on real `save_pretrained` directories,
-//! and one-line errors for bad models and inputs.
+//! The `vitmsn` command line: `forward`'s outputs on real `save_pretrained` directories,
+//! one-line errors for bad models and inputs, and `bench --json`, which other tools read.
 
 mod common;
 
@@ -7,6 +7,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use vitmsn::safetensors_file::SafetensorsFile;
+use vitmsn::Isa;
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vitmsn-cli-{}-{name}", std::process::id()));
@@ -278,6 +279,24 @@ fn bad_inputs_give_one_line_naming_the_problem() {
     let ok_input = fixture("base_all_outputs", "inputs.safetensors");
     let err = forward_error(&base_model, &ok_input, &["--backend", "tpu"]);
     assert!(err.contains("unknown backend \"tpu\""), "{err}");
+    let err = forward_error(&base_model, &ok_input, &["--isa", "sse"]);
+    assert!(err.contains("unknown instruction set \"sse\""), "{err}");
+    let err = forward_error(
+        &base_model,
+        &ok_input,
+        &["--backend", "scalar", "--isa", "scalar"],
+    );
+    assert!(
+        err.contains("--isa chooses the cpu backend's kernels"),
+        "{err}"
+    );
+    if let Some(foreign) = Isa::ALL.into_iter().find(|isa| !isa.is_supported()) {
+        let err = forward_error(&base_model, &ok_input, &["--isa", foreign.name()]);
+        assert!(
+            err.contains(&format!("cannot run the {} kernels", foreign.name())),
+            "{err}"
+        );
+    }
 
     let mask_without_token = input_with(
         "base_all_outputs",
@@ -290,4 +309,54 @@ fn bad_inputs_give_one_line_naming_the_problem() {
 
     let err = forward_error("/nonexistent", &ok_input, &[]);
     assert!(err.contains("/nonexistent/config.json"), "{err}");
+}
+
+/// The value of `"key":` in a one-line JSON object, as written (strings keep their quotes).
+fn json_field<'a>(json: &'a str, key: &str) -> &'a str {
+    let start = json
+        .find(&format!("\"{key}\":"))
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+        + key.len()
+        + 3;
+    let len = json[start..].find([',', '}']).unwrap();
+    &json[start..start + len]
+}
+
+#[test]
+fn bench_json_reports_the_run_for_every_instruction_set() {
+    let model = fixture("base_all_outputs", "model");
+    for isa in Isa::supported() {
+        let out = vitmsn(&[
+            "bench",
+            "--model",
+            &model,
+            "--batch",
+            "2",
+            "--threads",
+            "1",
+            "--iters",
+            "3",
+            "--isa",
+            isa.name(),
+            "--json",
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json = stdout.trim();
+        assert!(json.starts_with('{') && json.ends_with('}') && !json.contains('\n'));
+        assert_eq!(json_field(json, "backend"), "\"cpu\"");
+        assert_eq!(json_field(json, "isa"), format!("\"{}\"", isa.name()));
+        assert_eq!(json_field(json, "threads"), "1");
+        assert_eq!(json_field(json, "batch"), "2");
+        assert_eq!(json_field(json, "iters"), "3");
+        let number = |key| json_field(json, key).parse::<f64>().unwrap();
+        let (median, images) = (number("median_ms"), number("images_per_s"));
+        assert!(median > 0.0 && number("min_ms") <= median, "{json}");
+        // Both derive from one median; the JSON rounds it to 3 decimals of a millisecond.
+        assert!((images * median / 1e3 / 2.0 - 1.0).abs() < 0.05, "{json}");
+    }
 }

@@ -1,32 +1,44 @@
-//! The SIMD backend against transformers on every fixture, and against itself across
-//! thread counts.
+//! The SIMD backend, with the kernels of every instruction set this CPU runs (an AVX-512
+//! machine also checks the AVX2 kernels a Zen 3 runs), against transformers on every
+//! fixture, and against itself across thread counts.
 
 mod common;
 
-use vitmsn::{BackendKind, BackendOptions};
+use vitmsn::{BackendKind, BackendOptions, Isa};
 
-fn threads(n: usize) -> BackendOptions {
+fn options(isa: Isa, threads: usize) -> BackendOptions {
     BackendOptions {
-        threads: Some(n),
+        threads: Some(threads),
+        isa: Some(isa),
         ..Default::default()
     }
 }
 
 #[test]
 fn every_fixture_matches_transformers_within_1e_4_on_one_and_two_threads() {
-    for n in [1, 2] {
-        common::check_all_cases(BackendKind::Cpu, &threads(n), 1e-4);
+    for isa in Isa::supported() {
+        for n in [1, 2] {
+            common::check_all_cases(BackendKind::Cpu, &options(isa, n), 1e-4);
+        }
     }
 }
 
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
-    for case in common::cases() {
-        let one = common::named_outputs(&common::run_case(&case, BackendKind::Cpu, &threads(1)));
-        for n in [2, 3] {
-            let many =
-                common::named_outputs(&common::run_case(&case, BackendKind::Cpu, &threads(n)));
-            assert!(one == many, "{}: {n} threads differ from 1", case.display());
+    let run = |case: &std::path::Path, isa, n| {
+        common::named_outputs(&common::run_case(case, BackendKind::Cpu, &options(isa, n)))
+    };
+    for isa in Isa::supported() {
+        for case in common::cases() {
+            let one = run(&case, isa, 1);
+            for n in [2, 3] {
+                assert!(
+                    one == run(&case, isa, n),
+                    "{} with {}: {n} threads differ from 1",
+                    case.display(),
+                    isa.name()
+                );
+            }
         }
     }
 }
@@ -66,9 +78,13 @@ fn matches_the_scalar_backend_on_a_full_size_sequence() {
         common::named_outputs(&model.forward(&input).unwrap())
     };
     let reference = run(BackendKind::Scalar, &BackendOptions::default());
-    for n in [1, 2] {
-        for ((name, ours), (_, expected)) in
-            run(BackendKind::Cpu, &threads(n)).iter().zip(&reference)
+    for (isa, n) in Isa::supported()
+        .into_iter()
+        .flat_map(|isa| [(isa, 1), (isa, 2)])
+    {
+        for ((name, ours), (_, expected)) in run(BackendKind::Cpu, &options(isa, n))
+            .iter()
+            .zip(&reference)
         {
             let scale = expected.data.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let diff = ours
@@ -78,7 +94,8 @@ fn matches_the_scalar_backend_on_a_full_size_sequence() {
                 .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
             assert!(
                 scale > 0.0 && diff <= 1e-4 * scale,
-                "{name} on {n} threads: {diff:e} of {scale:e}"
+                "{name} with {} on {n} threads: {diff:e} of {scale:e}",
+                isa.name()
             );
         }
     }

@@ -172,6 +172,9 @@ pub enum Isa {
 }
 
 impl Isa {
+    /// Every instruction set, best first.
+    pub const ALL: [Isa; 4] = [Isa::Avx512, Isa::Avx2Fma, Isa::Neon, Isa::Scalar];
+
     /// The best instruction set this CPU supports.
     pub fn detect() -> Self {
         Self::supported()[0]
@@ -179,10 +182,26 @@ impl Isa {
 
     /// Every instruction set this CPU runs, best first; `Scalar` is always last.
     pub fn supported() -> Vec<Self> {
-        [Isa::Avx512, Isa::Avx2Fma, Isa::Neon, Isa::Scalar]
+        Self::ALL
             .into_iter()
             .filter(|isa| isa.is_supported())
             .collect()
+    }
+
+    /// The name users select it by (`--isa`, `VITMSN_ISA`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2Fma => "avx2",
+            Isa::Neon => "neon",
+            Isa::Scalar => "scalar",
+        }
+    }
+
+    /// The instruction set called `name` (see [`Isa::name`]), whether or not this CPU
+    /// supports it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|isa| isa.name() == name)
     }
 
     /// `f32` lanes of one vector register.

@@ -1,10 +1,11 @@
-//! The SIMD backend: the kernels of `vitmsn_kernels` for the best instruction set of this
-//! CPU (AVX2/FMA, NEON, or the portable fallback), threaded over one persistent pool.
+//! The SIMD backend: the kernels of `vitmsn_kernels` for one instruction set (by default
+//! the best this CPU runs: AVX-512, AVX2/FMA, NEON, or the portable fallback), threaded
+//! over one persistent pool.
 //! Linear weights are packed for the GEMM micro-kernel at load and the originals dropped.
 
 use super::host::{self, HostSlots};
 use super::Backend;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::executor::{Plan, Slot};
 use crate::graph::{ConstRole, Constant, Graph, Op};
 use vitmsn_kernels::attention::{self, AttentionScratch};
@@ -29,15 +30,22 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
-    pub fn new(threads: usize) -> Self {
-        Self {
-            isa: Isa::detect(),
+    /// A backend on `threads` threads with `isa`'s kernels, if this CPU runs them.
+    pub fn with_isa(threads: usize, isa: Isa) -> Result<Self> {
+        if !isa.is_supported() {
+            return Err(Error::Backend(format!(
+                "this CPU cannot run the {} kernels",
+                isa.name()
+            )));
+        }
+        Ok(Self {
+            isa,
             pool: ThreadPool::new(threads),
             constants: Vec::new(),
             slots: HostSlots::default(),
             patches: Vec::new(),
             attention: AttentionScratch::default(),
-        }
+        })
     }
 }
 
@@ -48,6 +56,10 @@ impl Backend for CpuBackend {
 
     fn threads(&self) -> usize {
         self.pool.threads()
+    }
+
+    fn isa(&self) -> Option<Isa> {
+        Some(self.isa)
     }
 
     fn load_constants(&mut self, constants: Vec<Constant>) -> Result<()> {

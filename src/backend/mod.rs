@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::executor::{Plan, Slot};
 use crate::graph::{Constant, Graph, Op};
+use vitmsn_kernels::Isa;
 
 pub mod cpu;
 #[cfg(feature = "gpu")]
@@ -19,6 +20,10 @@ pub trait Backend {
     /// Threads the backend computes on.
     fn threads(&self) -> usize {
         1
+    }
+    /// The instruction set of the CPU kernels it runs, for backends that choose one.
+    fn isa(&self) -> Option<Isa> {
+        None
     }
     /// Takes the model's weights, indexed by `ConstId`; a backend may repack or upload
     /// them and drop the originals.
@@ -58,8 +63,8 @@ impl BackendKind {
 
     /// `cpu` where the kernels have a SIMD version for this CPU, else `scalar`.
     pub fn default_for_this_cpu() -> Self {
-        match vitmsn_kernels::Isa::detect() {
-            vitmsn_kernels::Isa::Scalar => Self::Scalar,
+        match Isa::detect() {
+            Isa::Scalar => Self::Scalar,
             _ => Self::Cpu,
         }
     }
@@ -78,6 +83,8 @@ impl BackendKind {
 pub struct BackendOptions {
     /// Worker threads for the CPU backend; `None` uses every core.
     pub threads: Option<usize>,
+    /// The CPU backend's kernels; `None` takes the best this CPU runs.
+    pub isa: Option<Isa>,
     /// Storage precision of weights and activations on the GPU backend.
     pub precision: Precision,
 }
@@ -103,17 +110,38 @@ impl Precision {
 }
 
 /// Creates a backend of `kind`. The CPU backend's thread count comes from `options`, else
-/// the `VITMSN_THREADS` environment variable, else the number of cores.
+/// the `VITMSN_THREADS` environment variable, else the number of cores; its instruction
+/// set from `options`, else `VITMSN_ISA`, else the best this CPU supports.
 pub fn create(kind: BackendKind, options: &BackendOptions) -> Result<Box<dyn Backend>> {
     match kind {
         BackendKind::Scalar => Ok(Box::new(scalar::ScalarBackend::default())),
-        BackendKind::Cpu => Ok(Box::new(cpu::CpuBackend::new(cpu_threads(options)?))),
+        BackendKind::Cpu => Ok(Box::new(cpu::CpuBackend::with_isa(
+            cpu_threads(options)?,
+            cpu_isa(options)?,
+        )?)),
         #[cfg(feature = "gpu")]
         BackendKind::Gpu => Ok(Box::new(gpu::GpuBackend::new(options)?)),
         #[cfg(not(feature = "gpu"))]
         BackendKind::Gpu => Err(Error::Backend(
             "this build has no gpu backend (built without the \"gpu\" feature)".into(),
         )),
+    }
+}
+
+/// The instruction set named `name`: `avx512`, `avx2`, `neon` or `scalar`.
+pub fn parse_isa(name: &str) -> Result<Isa> {
+    Isa::from_name(name).ok_or_else(|| {
+        Error::Usage(format!(
+            "unknown instruction set \"{name}\" (expected avx512, avx2, neon or scalar)"
+        ))
+    })
+}
+
+fn cpu_isa(options: &BackendOptions) -> Result<Isa> {
+    match (options.isa, std::env::var("VITMSN_ISA")) {
+        (Some(isa), _) => Ok(isa),
+        (None, Ok(name)) => parse_isa(&name),
+        (None, Err(_)) => Ok(Isa::detect()),
     }
 }
 

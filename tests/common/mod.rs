@@ -140,11 +140,11 @@ pub fn check_all_cases(backend: BackendKind, options: &BackendOptions, tolerance
     }
     assert!(
         failures.is_empty(),
-        "{} of {checked} tensors over {tolerance:e}:\n{}",
+        "{} of {checked} tensors over {tolerance:e} on {backend:?} with {options:?}:\n{}",
         failures.len(),
         failures.join("\n")
     );
-    eprintln!("{checked} tensors within {tolerance:e} on {backend:?}");
+    eprintln!("{checked} tensors within {tolerance:e} on {backend:?} with {options:?}");
 }
 
 /// Whether the GPU backend can run with `options` here. Without an adapter the GPU tests
