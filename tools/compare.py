@@ -74,10 +74,10 @@ def median_ms(fn, iters):
     return statistics.median(times)
 
 
-def time_vitmsn(model_dir, batch, threads, iters, backend):
+def time_vitmsn(model_dir, batch, threads, iters, backend, isa):
     exe = ROOT / "target" / "release" / "vitmsn"
     cmd = [str(exe), "bench", "--model", str(model_dir), "--batch", str(batch), "--threads", str(threads),
-           "--backend", backend, "--iters", str(iters), "--json"]
+           "--backend", backend, "--iters", str(iters), "--json"] + (["--isa", isa] if isa else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])["median_ms"]
 
@@ -131,6 +131,9 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--backend", default="cpu", help="vitmsn backend")
+    parser.add_argument("--isa", help="vitmsn's CPU kernels (default: the best this CPU runs). With avx2 on "
+                                      "an AVX-512 machine, PyTorch is capped at AVX2 too (MKL, oneDNN, ATen); "
+                                      "ONNX Runtime has no such switch and keeps AVX-512")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--peak", type=float, help="this machine's FMA peak in GFLOP/s for --threads threads")
     parser.add_argument("--peak-note", default="", help="how --peak was measured, for the report")
@@ -139,6 +142,9 @@ def main():
     parser.add_argument("--render-only", action="store_true",
                         help="rewrite the report from the saved rows (e.g. with a corrected --peak) without measuring")
     args = parser.parse_args()
+    if args.isa == "avx2":
+        # Read when torch loads its libraries, so set before the first import.
+        os.environ.update(MKL_ENABLE_INSTRUCTIONS="AVX2", ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2")
 
     import onnxruntime
     import torch
@@ -154,7 +160,7 @@ def main():
         versions = {"torch": torch.__version__, "transformers": transformers.__version__,
                     "onnxruntime": onnxruntime.__version__}
         header = {"cpu": cpu_name(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
-                  "threads": args.threads, "iters": args.iters, "backend": args.backend}
+                  "threads": args.threads, "iters": args.iters, "backend": args.backend, "isa": args.isa}
         Path(args.rows).write_text(json.dumps({"rows": rows, "versions": versions, "header": header}, indent=1))
     render(args, rows, versions, header, peak, peak_note)
 
@@ -172,7 +178,7 @@ def measure(args):
             hidden, layers, heads, patch = ARCHS[arch]
             gflop = flops_per_image(hidden, layers, patch) / 1e9
             times = {
-                "vitmsn": time_vitmsn(model_dir, batch, args.threads, iters, args.backend),
+                "vitmsn": time_vitmsn(model_dir, batch, args.threads, iters, args.backend, args.isa),
                 "torch eager": time_torch(model_dir, batch, args.threads, iters, "eager"),
                 "torch sdpa": time_torch(model_dir, batch, args.threads, iters, "sdpa"),
                 "onnxruntime": time_onnxruntime(model_dir, batch, args.threads, iters, model_dir),
@@ -190,7 +196,8 @@ def render(args, rows, versions, header, peak, peak_note):
         "",
         f"Measured by `tools/compare.py --threads {header['threads']} --iters {header['iters']}` in one run on "
         f"{header['cpu']} ({header['cores']} vCPUs), {header['date']}: "
-        f"vitmsn `--backend {header['backend']}`, torch {versions['torch']} with transformers {versions['transformers']}, "
+        f"vitmsn `--backend {header['backend']}{' --isa ' + header['isa'] if header.get('isa') else ''}`, "
+        f"{'PyTorch capped at AVX2, ONNX Runtime not (it has no switch), ' if header.get('isa') == 'avx2' else ''}torch {versions['torch']} with transformers {versions['transformers']}, "
         f"onnxruntime {versions['onnxruntime']}. Same random weights (224×224, `save_pretrained`) for all; "
         f"median of the iters column's forwards after one warm-up. ms per image (fraction of "
         f"{peak_note}: {peak:.0f} GFLOP/s for {header['threads']} threads)." if peak else "",
