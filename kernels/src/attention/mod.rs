@@ -128,14 +128,17 @@ impl TileScratch {
 }
 
 /// How one head's keys and values are packed: keys in panels of `panel_keys` keys stored
-/// `[head_dim][panel_keys]` (zero past the last key), then values `[tokens][padded_dim]`
-/// (zero past `head_dim`). The kernels set the panel width and the padding
+/// `[head_dim][panel_keys]` (zero past the last key), then values in column tiles of
+/// `tile_cols`, `[padded_dim / tile_cols][tokens][tile_cols]` (zero past `head_dim`), so
+/// each context tile streams one contiguous run of memory rather than a slice of every
+/// value row. The kernels set the panel width and the tile width
 /// ([`Kernels::PANEL_KEYS`], [`Kernels::TILE_COLS`]).
 #[derive(Clone, Copy)]
 struct PackedHead {
     tokens: usize,
     head_dim: usize,
     panel_keys: usize,
+    tile_cols: usize,
     padded_dim: usize,
 }
 
@@ -145,6 +148,7 @@ impl PackedHead {
             tokens: shape.tokens,
             head_dim: shape.head_dim,
             panel_keys,
+            tile_cols,
             padded_dim: shape.head_dim.next_multiple_of(tile_cols),
         }
     }
@@ -175,10 +179,16 @@ impl PackedHead {
             // SAFETY: the caller guarantees K's instruction set.
             unsafe { K::transpose_keys(&rows[start..], 3 * hidden, count, panel) };
         }
-        for (j, row) in rows.chunks_exact(3 * hidden).enumerate() {
-            let value = &mut values[j * self.padded_dim..][..self.padded_dim];
-            value[..d].copy_from_slice(&row[2 * hidden + head * d..][..d]);
-            value[d..].fill(0.0);
+        let tc = self.tile_cols;
+        for (slab, first_col) in values
+            .chunks_exact_mut(self.tokens * tc)
+            .zip((0..d).step_by(tc))
+        {
+            let cols = tc.min(d - first_col);
+            for (value, row) in slab.chunks_exact_mut(tc).zip(rows.chunks_exact(3 * hidden)) {
+                value[..cols].copy_from_slice(&row[2 * hidden + head * d + first_col..][..cols]);
+                value[cols..].fill(0.0);
+            }
         }
     }
 }
@@ -196,6 +206,7 @@ struct HeadView<'a> {
     tokens: usize,
     head_dim: usize,
     panel_keys: usize,
+    tile_cols: usize,
     padded_dim: usize,
     /// `1/√head_dim`.
     score_scale: f32,
@@ -217,6 +228,11 @@ impl HeadView<'_> {
     fn key_panel(&self, panel: usize) -> &[f32] {
         let len = self.panel_keys * self.head_dim;
         &self.keys[panel * len..][..len]
+    }
+
+    /// Packed values of column tile `tile` from key `first_key` on, `tile_cols` a key.
+    fn value_tile(&self, tile: usize, first_key: usize) -> &[f32] {
+        &self.values[(tile * self.tokens + first_key) * self.tile_cols..]
     }
 }
 
@@ -375,12 +391,11 @@ unsafe fn attend_online<'o, K: Kernels>(
         }
         let weights: [&[f32]; MAX_TILE_ROWS] =
             std::array::from_fn(|r| &scores[r.min(tr - 1) * BLOCK_KEYS..][..keys]);
-        let values = &head.values[first_key * dp..];
-        for c in (0..dp).step_by(K::TILE_COLS) {
+        for (tile, c) in (0..dp).step_by(K::TILE_COLS).enumerate() {
             K::context_tile(
                 &weights[..tr],
-                &values[c..],
-                dp,
+                head.value_tile(tile, first_key),
+                K::TILE_COLS,
                 &mut context[c..],
                 dp,
                 (first_key > 0).then_some(&rescale[..tr]),
@@ -434,11 +449,11 @@ unsafe fn attend_with_probs<'o, K: Kernels>(
     let last = rows.len() - 1;
     let weights: [&[f32]; MAX_TILE_ROWS] =
         std::array::from_fn(|r| &probs[r.min(last) * tokens..][..tokens]);
-    for c in (0..dp).step_by(K::TILE_COLS) {
+    for (tile, c) in (0..dp).step_by(K::TILE_COLS).enumerate() {
         K::context_tile(
             &weights[..tr],
-            &head.values[c..],
-            dp,
+            head.value_tile(tile, 0),
+            K::TILE_COLS,
             &mut context[c..],
             dp,
             None,
@@ -584,6 +599,7 @@ unsafe fn blocked_attention<K: Kernels>(
             tokens,
             head_dim,
             panel_keys: layout.panel_keys,
+            tile_cols: layout.tile_cols,
             padded_dim: layout.padded_dim,
             score_scale: 1.0 / (head_dim as f32).sqrt(),
             head_scale: head_scale[h],
