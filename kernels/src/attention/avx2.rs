@@ -1,11 +1,11 @@
 //! AVX2+FMA attention kernels: register tiles of `TILE_ROWS` query rows × 16 keys for the
 //! scores and `TILE_ROWS` rows × 16 value columns for the context, the row-wise softmax
-//! steps between them, and a vectorised `exp`.
+//! steps between them, with the softmax's `exp_shifted`.
 
 use std::arch::x86_64::*;
 
 use super::Kernels;
-use crate::expf::avx2::exp;
+use crate::expf::avx2::exp_shifted;
 
 /// Query rows of one register tile.
 const TILE_ROWS: usize = 6;
@@ -161,7 +161,7 @@ impl Kernels for Avx2 {
             let p = chunk.as_mut_ptr();
             // SAFETY: the chunk has LANES elements.
             unsafe {
-                let e = exp(_mm256_sub_ps(_mm256_loadu_ps(p), shift));
+                let e = exp_shifted(_mm256_loadu_ps(p), shift);
                 _mm256_storeu_ps(p, e);
                 sum = _mm256_add_ps(sum, e);
             }
@@ -170,10 +170,7 @@ impl Kernels for Avx2 {
         let mask = tail_mask(tail.len());
         // SAFETY: the mask covers only the tail's elements.
         unsafe {
-            let e = exp(_mm256_sub_ps(
-                _mm256_maskload_ps(tail.as_ptr(), mask),
-                shift,
-            ));
+            let e = exp_shifted(_mm256_maskload_ps(tail.as_ptr(), mask), shift);
             let e = _mm256_and_ps(e, _mm256_castsi256_ps(mask));
             _mm256_maskstore_ps(tail.as_mut_ptr(), mask, e);
             sum = _mm256_add_ps(sum, e);

@@ -1,12 +1,12 @@
 //! AVX-512F attention kernels: register tiles of `TILE_ROWS` query rows × 32 keys for the
 //! scores and `TILE_ROWS` rows × 32 value columns for the context (two 16-lane vectors a
 //! row, 24 of the 32 registers holding accumulators), the row-wise softmax steps between
-//! them with masked tails, and a 16-lane version of the Cephes `exp`.
+//! them with masked tails, and the softmax's 16-lane `exp_shifted`.
 
 use std::arch::x86_64::*;
 
 use super::Kernels;
-use crate::expf::avx512::exp;
+use crate::expf::avx512::exp_shifted;
 
 const LANES: usize = 16;
 /// Query rows of one register tile.
@@ -193,7 +193,7 @@ impl Kernels for Avx512 {
             let p = chunk.as_mut_ptr();
             // SAFETY: the chunk has LANES elements.
             unsafe {
-                let e = exp(_mm512_sub_ps(_mm512_loadu_ps(p), shift));
+                let e = exp_shifted(_mm512_loadu_ps(p), shift);
                 _mm512_storeu_ps(p, e);
                 sum = _mm512_add_ps(sum, e);
             }
@@ -203,10 +203,7 @@ impl Kernels for Avx512 {
             let mask = tail_mask(tail.len());
             // SAFETY: the mask covers only the tail's elements.
             unsafe {
-                let e = exp(_mm512_sub_ps(
-                    _mm512_maskz_loadu_ps(mask, tail.as_ptr()),
-                    shift,
-                ));
+                let e = exp_shifted(_mm512_maskz_loadu_ps(mask, tail.as_ptr()), shift);
                 _mm512_mask_storeu_ps(tail.as_mut_ptr(), mask, e);
                 sum = _mm512_mask_add_ps(sum, mask, sum, e);
             }

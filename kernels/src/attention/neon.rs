@@ -4,7 +4,7 @@
 use std::arch::aarch64::*;
 
 use super::Kernels;
-use crate::expf::neon::exp;
+use crate::expf::neon::exp_shifted;
 
 /// Query rows of one register tile.
 const TILE_ROWS: usize = 6;
@@ -140,7 +140,7 @@ impl Kernels for Neon {
             let p = chunk.as_mut_ptr();
             // SAFETY: the chunk has LANES elements.
             unsafe {
-                let e = exp(vsubq_f32(vld1q_f32(p), shift));
+                let e = exp_shifted(vld1q_f32(p), shift);
                 vst1q_f32(p, e);
                 sum = vaddq_f32(sum, e);
             }
@@ -152,7 +152,7 @@ impl Kernels for Neon {
             lanes[..tail.len()].copy_from_slice(tail);
             // SAFETY: `lanes` has LANES elements.
             unsafe {
-                let e = exp(vsubq_f32(vld1q_f32(lanes.as_ptr()), shift));
+                let e = exp_shifted(vld1q_f32(lanes.as_ptr()), shift);
                 vst1q_f32(lanes.as_mut_ptr(), e);
                 sum = vaddq_f32(sum, e);
             }
