@@ -19,8 +19,8 @@ impl GemmKernel for Avx2Fma {
     /// A 256×16 B panel is 16 KiB, half of Zen 3's 32 KiB L1d; the 6 KiB A panel and the
     /// C tile fit beside it.
     const KC: usize = 256;
-    /// A 144×256 A block is 144 KiB, under a third of Zen 3's 512 KiB L2, so it stays there
-    /// while the B panels stream through.
+    /// A 198×256 A block is 198 KiB, under half of Zen 3's 512 KiB L2, so it stays there
+    /// while the B panels stream through; 198 rows hold one 197-token image.
     const MC: usize = 198;
     /// B blocks of up to 4096 columns: ViT's widest weight, 3072×768, is 9 MiB, so a task
     /// sweeps all of it and still leaves most of the L3.
