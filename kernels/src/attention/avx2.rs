@@ -4,7 +4,7 @@
 
 use std::arch::x86_64::*;
 
-use super::Kernels;
+use super::{Kernels, PREFETCH_AHEAD_BYTES};
 use crate::expf::avx2::exp_shifted;
 
 /// Query rows of one register tile.
@@ -42,6 +42,10 @@ impl Kernels for Avx2 {
         let mut acc = [[_mm256_setzero_ps(); 2]; TILE_ROWS];
         let k = panel.as_ptr();
         for c in 0..head_dim {
+            // Keys PREFETCH_AHEAD_BYTES on, in this panel or the next, which follows it; a
+            // prefetch never faults, wherever it points.
+            let ahead = k.wrapping_add(c * PANEL_KEYS + PREFETCH_AHEAD_BYTES / 4);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.cast::<i8>());
             // SAFETY: c < head_dim, and the panel holds head_dim rows of 16 keys.
             let (k0, k1) = unsafe {
                 (
@@ -103,7 +107,11 @@ impl Kernels for Avx2 {
             }
         }
         let v = values.as_ptr();
+        // A row of TILE_COLS values a step, prefetched PREFETCH_AHEAD_BYTES ahead.
+        let steps_ahead = PREFETCH_AHEAD_BYTES / (4 * TILE_COLS);
         for j in 0..keys {
+            let ahead = v.wrapping_add((j + steps_ahead) * value_stride);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.cast::<i8>());
             // SAFETY: j < keys, and `values` holds TILE_COLS elements from row keys − 1.
             let (v0, v1) = unsafe {
                 (

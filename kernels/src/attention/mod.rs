@@ -33,6 +33,13 @@ const MAX_TILE_COLS: usize = 32;
 /// 197 tokens) take a single step, with nothing to rescale. A multiple of every
 /// [`Kernels::PANEL_KEYS`].
 const BLOCK_KEYS: usize = 256;
+/// How far ahead, in bytes, the x86 score and context tiles prefetch the key and value
+/// panels they stream. Past a few hundred tokens a head's keys and values outgrow L1, and
+/// a tile step, which takes one 64- or 128-byte row of them every 6 to 12 cycles, would
+/// otherwise wait on L2: prefetching 1 KiB ahead measured 7–10 % faster at 197 tokens
+/// on AVX2 and 10 % faster at 3137 on both. (Stable Rust has no NEON prefetch.)
+#[cfg(target_arch = "x86_64")]
+const PREFETCH_AHEAD_BYTES: usize = 1024;
 /// A split of heads into row blocks is kept once the busiest thread has at most this
 /// much more than an even share (in eighths); each extra block repacks its head.
 const MAX_IMBALANCE_EIGHTHS: usize = 9;
