@@ -9,7 +9,8 @@ use vitmsn::{bench, io, BackendKind, BackendOptions, Error, Result, ViTMSN};
 const USAGE: &str = "usage:
   vitmsn forward --model DIR --input IN.safetensors --output OUT.safetensors
                  [--backend scalar|cpu|gpu] [--threads T] [--isa avx512|avx2|neon|scalar]
-                 [--precision f32|f16] [--output-hidden-states] [--output-attentions] [--interpolate-pos-encoding]
+                 [--precision f32|f16] [--output-hidden-states] [--output-attentions]
+                 [--interpolate-pos-encoding]
   vitmsn bench (--model DIR | --arch vit-msn-small|vit-msn-base|vit-msn-large|vit-msn-base-4|vit-msn-large-7)
                [--batch N] [--threads T] [--isa I] [--backend B] [--precision P] [--iters N] [--json]";
 
