@@ -334,7 +334,8 @@ trait Kernels {
     /// The largest element of `row` (−∞ when empty).
     unsafe fn max(row: &[f32]) -> f32;
 
-    /// Replaces each `x` of `row` by `exp(x − shift)` and returns their sum.
+    /// Replaces each `x` of `row` by `exp(x − shift)` and returns their sum; `shift` must
+    /// be at least every `x` (the row maximum), as the softmax's cheaper exp assumes.
     unsafe fn exp_shifted_in_place(row: &mut [f32], shift: f32) -> f32;
 
     /// Multiplies `row` by `factor`.
