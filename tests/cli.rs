@@ -9,11 +9,26 @@ use std::process::Command;
 use vitmsn::safetensors_file::SafetensorsFile;
 use vitmsn::Isa;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vitmsn-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A scratch directory, removed when dropped so that test runs leave nothing behind.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("vitmsn-cli-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn vitmsn(args: &[&str]) -> std::process::Output {
@@ -50,13 +65,13 @@ fn edited_model(
     case: &str,
     tag: &str,
     edit: impl Fn(&str, Dtype, Vec<usize>, Vec<u8>) -> Option<(Dtype, Vec<usize>, Vec<u8>)>,
-) -> PathBuf {
+) -> TempDir {
     let src = common::fixtures_dir().join(case).join("model");
-    let dir = temp_dir(tag);
-    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let dir = TempDir::new(tag);
+    std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
     rewrite(
         &src.join("model.safetensors"),
-        &dir.join("model.safetensors"),
+        &dir.path().join("model.safetensors"),
         edit,
     );
     dir
@@ -112,7 +127,8 @@ fn forward_writes_every_requested_output_like_transformers() {
         ),
         ("sharded", vec!["--output-hidden-states"]),
     ] {
-        let out_path = temp_dir(case).join("out.safetensors");
+        let dir = TempDir::new(case);
+        let out_path = dir.path().join("out.safetensors");
         let out_str = out_path.display().to_string();
         let (model, input) = (fixture(case, "model"), fixture(case, "inputs.safetensors"));
         let mut args = vec![
@@ -159,7 +175,7 @@ fn missing_or_misshapen_weights_are_named() {
         (name != "layernorm.bias").then_some((d, s, b))
     });
     let input = fixture("base_all_outputs", "inputs.safetensors");
-    let err = forward_error(model.to_str().unwrap(), &input, &[]);
+    let err = forward_error(model.path().to_str().unwrap(), &input, &[]);
     assert!(err.contains("missing tensor layernorm.bias"), "{err}");
 
     let model = edited_model("base_all_outputs", "shape", |name, d, s, b| {
@@ -169,7 +185,7 @@ fn missing_or_misshapen_weights_are_named() {
             (d, s, b)
         })
     });
-    let err = forward_error(model.to_str().unwrap(), &input, &[]);
+    let err = forward_error(model.path().to_str().unwrap(), &input, &[]);
     assert!(
         err.contains(
             "encoder.layer.1.intermediate.dense.weight has shape [32, 64], expected [64, 32]"
@@ -179,14 +195,15 @@ fn missing_or_misshapen_weights_are_named() {
 }
 
 /// A fixture's input file with its pixels replaced (or dropped) and `extra` tensors
-/// added or replacing those of the same name.
+/// added or replacing those of the same name: the directory that holds it, and its path.
 fn input_with(
     case: &str,
     tag: &str,
     pixels: Option<(Vec<usize>, Vec<f32>)>,
     extra: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)>,
-) -> String {
-    let path = temp_dir(tag).join("in.safetensors");
+) -> (TempDir, String) {
+    let dir = TempDir::new(tag);
+    let path = dir.path().join("in.safetensors");
     let src = common::fixtures_dir().join(case).join("inputs.safetensors");
     let replaced: Vec<&str> = extra.iter().map(|(n, ..)| *n).collect();
     rewrite(&src, &path, |name, d, s, b| {
@@ -218,7 +235,8 @@ fn input_with(
         .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
         .collect();
     std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
-    path.display().to_string()
+    let path = path.display().to_string();
+    (dir, path)
 }
 
 fn pixels(shape: [usize; 4]) -> Option<(Vec<usize>, Vec<f32>)> {
@@ -229,7 +247,7 @@ fn pixels(shape: [usize; 4]) -> Option<(Vec<usize>, Vec<f32>)> {
 fn bad_inputs_give_one_line_naming_the_problem() {
     let model = fixture("mask_token", "model");
 
-    let wrong_mask = input_with(
+    let (_wrong_mask_dir, wrong_mask) = input_with(
         "mask_token",
         "mask",
         pixels([2, 3, 32, 32]),
@@ -239,7 +257,7 @@ fn bad_inputs_give_one_line_naming_the_problem() {
     assert!(err.contains("bool_masked_pos"), "{err}");
 
     let base_model = fixture("base_all_outputs", "model");
-    let head_mask = input_with(
+    let (_head_mask_dir, head_mask) = input_with(
         "base_all_outputs",
         "head",
         pixels([2, 3, 32, 32]),
@@ -256,14 +274,14 @@ fn bad_inputs_give_one_line_naming_the_problem() {
         "{err}"
     );
 
-    let big = input_with("base_all_outputs", "size", pixels([1, 3, 48, 40]), vec![]);
+    let (_big_dir, big) = input_with("base_all_outputs", "size", pixels([1, 3, 48, 40]), vec![]);
     let err = forward_error(&base_model, &big, &[]);
     assert!(
         err.contains("48x40") && err.contains("--interpolate-pos-encoding"),
         "{err}"
     );
 
-    let channels = input_with(
+    let (_channels_dir, channels) = input_with(
         "base_all_outputs",
         "channels",
         pixels([1, 1, 32, 32]),
@@ -272,7 +290,7 @@ fn bad_inputs_give_one_line_naming_the_problem() {
     let err = forward_error(&base_model, &channels, &[]);
     assert!(err.contains("1 channels"), "{err}");
 
-    let no_pixels = input_with("base_all_outputs", "nopix", None, vec![]);
+    let (_no_pixels_dir, no_pixels) = input_with("base_all_outputs", "nopix", None, vec![]);
     let err = forward_error(&base_model, &no_pixels, &[]);
     assert!(err.contains("pixel_values"), "{err}");
 
@@ -298,7 +316,7 @@ fn bad_inputs_give_one_line_naming_the_problem() {
         );
     }
 
-    let mask_without_token = input_with(
+    let (_mask_without_token_dir, mask_without_token) = input_with(
         "base_all_outputs",
         "notoken",
         pixels([2, 3, 32, 32]),
