@@ -30,11 +30,12 @@ impl GemmKernel for Avx2Fma {
         panels: Panels,
         c: *mut f32,
         ldc: usize,
+        rows: usize,
         accumulate: bool,
         epilogue: Option<&TileEpilogue>,
     ) {
         // SAFETY: the caller guarantees AVX2+FMA and the operands, as kernel_6x16 needs.
-        unsafe { kernel_6x16(panels, c, ldc, accumulate, epilogue) }
+        unsafe { kernel_6x16(panels, c, ldc, rows, accumulate, epilogue) }
     }
 }
 
@@ -45,6 +46,7 @@ unsafe fn kernel_6x16(
     panels: Panels,
     c: *mut f32,
     ldc: usize,
+    rows: usize,
     accumulate: bool,
     epilogue: Option<&TileEpilogue>,
 ) {
@@ -58,7 +60,7 @@ unsafe fn kernel_6x16(
     // Start fetching the C (and residual) tile now: they are needed only after the K loop.
     let residual = epilogue.and_then(|e| e.residual);
     for tile in std::iter::once(c.cast_const()).chain(residual) {
-        for r in 0..MR {
+        for r in 0..rows {
             let row = tile.wrapping_add(r * ldc).cast::<i8>();
             _mm_prefetch::<_MM_HINT_T0>(row);
             _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(NR * 4 - 1));
@@ -95,10 +97,10 @@ unsafe fn kernel_6x16(
     // The epilogue works on a copy: it passes the tile's address to `apply_all`, and a
     // tile whose address is taken is stored to the stack on every step of the loop.
     let mut acc = sums;
-    // SAFETY: the tile lies in C, which the caller vouches for.
+    // SAFETY: the tile's first `rows` rows lie in C, which the caller vouches for.
     let row = |r: usize, half: usize| unsafe { c.add(r * ldc + half * 8) };
     if accumulate {
-        for (r, acc_row) in acc.iter_mut().enumerate() {
+        for (r, acc_row) in acc.iter_mut().enumerate().take(rows) {
             for (half, sum) in acc_row.iter_mut().enumerate() {
                 // SAFETY: as for `row`.
                 *sum = _mm256_add_ps(unsafe { _mm256_loadu_ps(row(r, half)) }, *sum);
@@ -117,7 +119,7 @@ unsafe fn kernel_6x16(
         // SAFETY: the CPU has AVX2 and FMA.
         unsafe { apply_all(e.activation, acc.as_flattened_mut()) };
         if let Some(residual) = residual {
-            for (r, acc_row) in acc.iter_mut().enumerate() {
+            for (r, acc_row) in acc.iter_mut().enumerate().take(rows) {
                 for (half, sum) in acc_row.iter_mut().enumerate() {
                     // SAFETY: the residual has C's tile shape and stride.
                     *sum = _mm256_add_ps(*sum, unsafe {
@@ -127,7 +129,7 @@ unsafe fn kernel_6x16(
             }
         }
     }
-    for (r, acc_row) in acc.iter().enumerate() {
+    for (r, acc_row) in acc.iter().enumerate().take(rows) {
         for (half, &sum) in acc_row.iter().enumerate() {
             // SAFETY: as for `row`.
             unsafe { _mm256_storeu_ps(row(r, half), sum) };

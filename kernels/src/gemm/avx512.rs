@@ -45,11 +45,12 @@ impl GemmKernel for Avx512 {
         panels: Panels,
         c: *mut f32,
         ldc: usize,
+        rows: usize,
         accumulate: bool,
         epilogue: Option<&TileEpilogue>,
     ) {
         // SAFETY: the caller guarantees AVX-512F and the operands, as `kernel_6x64` needs.
-        unsafe { kernel_6x64(panels, c, ldc, accumulate, epilogue) }
+        unsafe { kernel_6x64(panels, c, ldc, rows, accumulate, epilogue) }
     }
 }
 
@@ -60,6 +61,7 @@ unsafe fn kernel_6x64(
     panels: Panels,
     c: *mut f32,
     ldc: usize,
+    rows: usize,
     accumulate: bool,
     epilogue: Option<&TileEpilogue>,
 ) {
@@ -73,7 +75,7 @@ unsafe fn kernel_6x64(
     // Start fetching the C (and residual) tile now: they are needed only after the K loop.
     let residual = epilogue.and_then(|e| e.residual);
     for tile in std::iter::once(c.cast_const()).chain(residual) {
-        for r in 0..MR {
+        for r in 0..rows {
             let row = tile.wrapping_add(r * ldc).cast::<i8>();
             for v in 0..NV {
                 _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(v * 64));
@@ -109,10 +111,10 @@ unsafe fn kernel_6x64(
     // The epilogue works on a copy: it passes the tile's address to `apply_all`, and a
     // tile whose address is taken is stored to the stack on every step of the loop.
     let mut acc = sums;
-    // SAFETY: the tile lies in C, which the caller vouches for.
+    // SAFETY: the tile's first `rows` rows lie in C, which the caller vouches for.
     let at = |r: usize, v: usize| unsafe { c.add(r * ldc + v * 16) };
     if accumulate {
-        for (r, acc_row) in acc.iter_mut().enumerate() {
+        for (r, acc_row) in acc.iter_mut().enumerate().take(rows) {
             for (v, sum) in acc_row.iter_mut().enumerate() {
                 // SAFETY: as for `at`.
                 *sum = _mm512_add_ps(unsafe { _mm512_loadu_ps(at(r, v)) }, *sum);
@@ -133,7 +135,7 @@ unsafe fn kernel_6x64(
         // SAFETY: the CPU has AVX-512F, AVX2 and FMA.
         unsafe { apply_all(e.activation, acc.as_flattened_mut()) };
         if let Some(residual) = residual {
-            for (r, acc_row) in acc.iter_mut().enumerate() {
+            for (r, acc_row) in acc.iter_mut().enumerate().take(rows) {
                 for (v, sum) in acc_row.iter_mut().enumerate() {
                     // SAFETY: the residual has C's tile shape and stride.
                     *sum = _mm512_add_ps(*sum, unsafe {
@@ -143,7 +145,7 @@ unsafe fn kernel_6x64(
             }
         }
     }
-    for (r, acc_row) in acc.iter().enumerate() {
+    for (r, acc_row) in acc.iter().enumerate().take(rows) {
         for (v, &sum) in acc_row.iter().enumerate() {
             // SAFETY: as for `at`.
             unsafe { _mm512_storeu_ps(at(r, v), sum) };

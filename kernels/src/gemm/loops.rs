@@ -24,7 +24,8 @@ use crate::aligned::AlignedVec;
 use crate::threads::ThreadPool;
 use crate::{Epilogue, Isa};
 
-/// The largest `MR·NR` of any kernel: edge tiles are staged in stack buffers this big.
+/// The largest `MR·NR` of any kernel: tiles past C's last column are staged in stack
+/// buffers this big.
 const MAX_TILE: usize = 512;
 
 thread_local! {
@@ -288,7 +289,9 @@ struct Corner {
     cols: usize,
 }
 
-/// Runs the micro-kernel on one tile of C, staging edge tiles through a full-size buffer.
+/// Runs the micro-kernel on one tile of C. A tile that extends past C's last row is
+/// stored row by row by the kernel itself; one that extends past its last column is
+/// staged through a full-size buffer.
 ///
 /// # Safety
 /// `panels.a` and `panels.b` must be valid for the `MR·depth` and `NR·depth` reads
@@ -304,28 +307,31 @@ unsafe fn multiply_tile<K: GemmKernel>(
     let Output { ptr: c, ldc } = ops.c;
     let corner = at.i * ldc + at.j;
     let epilogue = ops.epilogue;
-    if at.rows == K::MR && at.cols == K::NR {
+    if at.cols == K::NR {
         let tile_epilogue = last.then(|| TileEpilogue {
             bias: epilogue.bias.map(|b| b[at.j..].as_ptr()),
             activation: epilogue.activation,
             residual: epilogue.residual.map(|r| r[corner..].as_ptr()),
         });
-        // SAFETY: the caller vouches for the panels; the tile lies inside C (and the
-        // residual, which has C's shape, and the bias covers its columns), and only this
-        // task touches it. The kernel's CPU features were checked when `w` was packed.
+        // SAFETY: the caller vouches for the panels; the tile's `at.rows` rows lie inside
+        // C (and the residual, which has C's shape, and the bias covers its columns), and
+        // only this task touches them. The kernel's CPU features were checked when `w` was
+        // packed.
         unsafe {
             K::kernel(
                 panels,
                 c.add(corner),
                 ldc,
+                at.rows,
                 accumulate,
                 tile_epilogue.as_ref(),
             )
         };
         return;
     }
-    // An edge tile: the kernel works on a full MR×NR copy (row stride NR) whose extra rows
-    // and columns are padding, so edges are summed exactly as the rest of C.
+    // A tile past C's last column: the kernel works on a full MR×NR copy (row stride NR)
+    // whose extra rows and columns are padding, so edges are summed exactly as the rest
+    // of C.
     let mut tile = [0.0f32; MAX_TILE];
     let mut residual = [0.0f32; MAX_TILE];
     let mut bias = [0.0f32; MAX_TILE];
@@ -356,6 +362,7 @@ unsafe fn multiply_tile<K: GemmKernel>(
             panels,
             tile.as_mut_ptr(),
             K::NR,
+            K::MR,
             accumulate,
             tile_epilogue.as_ref(),
         )

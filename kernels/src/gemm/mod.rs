@@ -46,20 +46,23 @@ pub(crate) trait GemmKernel {
     const NC: usize;
 
     /// Multiplies the `MR×depth` A panel by the packed `depth×NR` B panel and stores the
-    /// `MR×NR` tile at `c` (row stride `ldc`): `c = c + a·b` when `accumulate`, else
-    /// `c = a·b`; then, when `epilogue` is given, `c = act(c + bias) + residual`.
+    /// first `rows` rows of the `MR×NR` tile at `c` (row stride `ldc`): `c = c + a·b` when
+    /// `accumulate`, else `c = a·b`; then, when `epilogue` is given,
+    /// `c = act(c + bias) + residual`. The tile's other rows are computed and dropped, so
+    /// C's last row panel needs no staging.
     ///
     /// # Safety
-    /// The CPU must support the kernel's instruction set. `panels.a` must be valid for
-    /// reads of `MR` rows of `depth` values `panels.a_stride` apart, and `panels.b` for
-    /// `NR·depth` (`depth` steps of `NR` values, step after step). `c` must be
-    /// valid for reads and writes of `MR` rows of `NR` values `ldc` apart, with no other
-    /// thread touching them. The epilogue's `bias` must be valid for `NR` reads and its
-    /// `residual` for `MR` rows of `NR` values `ldc` apart.
+    /// The CPU must support the kernel's instruction set, and `rows` must be at most `MR`.
+    /// `panels.a` must be valid for reads of `MR` rows of `depth` values `panels.a_stride`
+    /// apart, and `panels.b` for `NR·depth` (`depth` steps of `NR` values, step after
+    /// step). `c` must be valid for reads and writes of `rows` rows of `NR` values `ldc`
+    /// apart, with no other thread touching them. The epilogue's `bias` must be valid for
+    /// `NR` reads and its `residual` for `rows` rows of `NR` values `ldc` apart.
     unsafe fn kernel(
         panels: Panels,
         c: *mut f32,
         ldc: usize,
+        rows: usize,
         accumulate: bool,
         epilogue: Option<&TileEpilogue>,
     );

@@ -24,11 +24,12 @@ impl GemmKernel for Neon {
         panels: Panels,
         c: *mut f32,
         ldc: usize,
+        rows: usize,
         accumulate: bool,
         epilogue: Option<&TileEpilogue>,
     ) {
         // SAFETY: the caller guarantees NEON and the operands, as kernel_8x8 needs.
-        unsafe { kernel_8x8(panels, c, ldc, accumulate, epilogue) }
+        unsafe { kernel_8x8(panels, c, ldc, rows, accumulate, epilogue) }
     }
 }
 
@@ -39,6 +40,7 @@ unsafe fn kernel_8x8(
     panels: Panels,
     c: *mut f32,
     ldc: usize,
+    rows: usize,
     accumulate: bool,
     epilogue: Option<&TileEpilogue>,
 ) {
@@ -83,5 +85,5 @@ unsafe fn kernel_8x8(
         }
     }
     // SAFETY: the caller's guarantees on `c` and the epilogue are store_tile's.
-    unsafe { store_tile(&tile, NR, c, ldc, accumulate, epilogue) };
+    unsafe { store_tile(&tile[..rows * NR], NR, c, ldc, accumulate, epilogue) };
 }

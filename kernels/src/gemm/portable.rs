@@ -22,6 +22,7 @@ impl GemmKernel for Portable {
         panels: Panels,
         c: *mut f32,
         ldc: usize,
+        rows: usize,
         accumulate: bool,
         epilogue: Option<&TileEpilogue>,
     ) {
@@ -50,7 +51,16 @@ impl GemmKernel for Portable {
             }
         }
         // SAFETY: the caller's guarantees on `c` and the epilogue are store_tile's.
-        unsafe { store_tile(acc.as_flattened(), NR, c, ldc, accumulate, epilogue) };
+        unsafe {
+            store_tile(
+                &acc.as_flattened()[..rows * NR],
+                NR,
+                c,
+                ldc,
+                accumulate,
+                epilogue,
+            )
+        };
     }
 }
 
