@@ -128,11 +128,12 @@ pub fn create(kind: BackendKind, options: &BackendOptions) -> Result<Box<dyn Bac
     }
 }
 
-/// The instruction set named `name`: `avx512`, `avx2`, `neon` or `scalar`.
+/// The instruction set named `name` (see [`Isa::name`]).
 pub fn parse_isa(name: &str) -> Result<Isa> {
     Isa::from_name(name).ok_or_else(|| {
         Error::Usage(format!(
-            "unknown instruction set \"{name}\" (expected avx512, avx2, neon or scalar)"
+            "unknown instruction set \"{name}\" (expected one of {})",
+            Isa::ALL.map(Isa::name).join(", ")
         ))
     })
 }
