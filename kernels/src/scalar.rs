@@ -135,18 +135,29 @@ pub fn im2col(
     pixels: &[f32],
     out: &mut [f32],
 ) {
+    let rows = batch * (height / p) * (width / p);
+    let out = &mut out[..rows * channels * p * p];
+    im2col_rows(channels, height, width, p, pixels, 0, out);
+}
+
+/// The patch rows of [`im2col`] from row `first` on, as many as `out` holds whole.
+pub fn im2col_rows(
+    channels: usize,
+    height: usize,
+    width: usize,
+    p: usize,
+    pixels: &[f32],
+    first: usize,
+    out: &mut [f32],
+) {
     let (gh, gw) = (height / p, width / p);
     let row_len = channels * p * p;
-    for b in 0..batch {
-        for py in 0..gh {
-            for px in 0..gw {
-                let row = &mut out[((b * gh + py) * gw + px) * row_len..][..row_len];
-                for c in 0..channels {
-                    for y in 0..p {
-                        let src = ((b * channels + c) * height + py * p + y) * width + px * p;
-                        row[(c * p + y) * p..][..p].copy_from_slice(&pixels[src..src + p]);
-                    }
-                }
+    for (i, row) in (first..).zip(out.chunks_exact_mut(row_len.max(1))) {
+        let (b, py, px) = (i / (gh * gw), i / gw % gh, i % gw);
+        for c in 0..channels {
+            for y in 0..p {
+                let src = ((b * channels + c) * height + py * p + y) * width + px * p;
+                row[(c * p + y) * p..][..p].copy_from_slice(&pixels[src..src + p]);
             }
         }
     }
@@ -183,14 +194,29 @@ pub fn cls_and_position(
     position: &[f32],
     out: &mut [f32],
 ) {
+    let out = &mut out[..batch * (patches + 1) * dim];
+    cls_and_position_rows(patches, dim, embeddings, cls, position, 0, out);
+}
+
+/// The token rows of [`cls_and_position`] from row `first` (of `batch · (patches + 1)`)
+/// on, as many as `out` holds whole.
+pub fn cls_and_position_rows(
+    patches: usize,
+    dim: usize,
+    embeddings: &[f32],
+    cls: &[f32],
+    position: &[f32],
+    first: usize,
+    out: &mut [f32],
+) {
     let tokens = patches + 1;
-    for b in 0..batch {
-        let out_img = &mut out[b * tokens * dim..][..tokens * dim];
-        for j in 0..dim {
-            out_img[j] = cls[j] + position[j];
-        }
-        let src = &embeddings[b * patches * dim..][..patches * dim];
-        for ((o, e), p) in out_img[dim..].iter_mut().zip(src).zip(&position[dim..]) {
+    for (i, row) in (first..).zip(out.chunks_exact_mut(dim.max(1))) {
+        let (b, t) = (i / tokens, i % tokens);
+        let source = match t {
+            0 => cls,
+            _ => &embeddings[(b * patches + t - 1) * dim..],
+        };
+        for ((o, e), p) in row.iter_mut().zip(source).zip(&position[t * dim..]) {
             *o = e + p;
         }
     }

@@ -59,6 +59,9 @@ impl Shared {
     }
 }
 
+/// What [`ThreadPool::split_rows`] runs on each block of rows: `f(first_row, block)`.
+pub type RowBlockFn<'a> = dyn Fn(usize, &mut [f32]) + Sync + 'a;
+
 /// A fixed set of worker threads; `threads()` counts the caller too.
 pub struct ThreadPool {
     shared: Arc<Shared>,
@@ -102,6 +105,23 @@ impl ThreadPool {
     /// Threads that run tasks, the caller included.
     pub fn threads(&self) -> usize {
         self.workers.len() + 1
+    }
+
+    /// Cuts `out` into one block of whole `row_len`-element rows per thread and runs
+    /// `f(first_row, block)` on each across the pool: for ops that only move data, which
+    /// memory bandwidth bounds, so larger blocks than one thread's share gain nothing.
+    pub fn split_rows(&self, out: &mut [f32], row_len: usize, f: &RowBlockFn) {
+        let rows = out.len() / row_len.max(1);
+        assert_eq!(rows * row_len, out.len(), "out is not whole rows");
+        let blocks = self.threads().min(rows);
+        let out = DisjointMut::new(out);
+        self.run(blocks, &|block| {
+            let (first, end) = (block * rows / blocks, (block + 1) * rows / blocks);
+            // SAFETY: the blocks are disjoint ranges of rows.
+            f(first, unsafe {
+                out.piece(first * row_len, (end - first) * row_len)
+            });
+        });
     }
 
     /// Runs `task(0..tasks)` across the pool and returns when all have finished.
@@ -284,6 +304,24 @@ mod tests {
                     hits[i].fetch_add(1, Ordering::Relaxed);
                 });
                 assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+            }
+        }
+    }
+
+    #[test]
+    fn split_rows_covers_every_row_once() {
+        for threads in 1..4 {
+            let pool = ThreadPool::new(threads);
+            for (rows, row_len) in [(0, 3), (1, 5), (2, 1), (7, 4), (197, 16)] {
+                let mut out = vec![0.0f32; rows * row_len];
+                pool.split_rows(&mut out, row_len, &|first, block| {
+                    for (r, row) in block.chunks_exact_mut(row_len).enumerate() {
+                        row.iter_mut().for_each(|v| *v += (first + r) as f32);
+                    }
+                });
+                let expected: Vec<f32> =
+                    (0..rows * row_len).map(|i| (i / row_len) as f32).collect();
+                assert_eq!(out, expected, "{threads} threads, {rows}×{row_len}");
             }
         }
     }

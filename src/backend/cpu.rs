@@ -10,7 +10,7 @@ use crate::executor::{Plan, Slot};
 use crate::graph::{ConstRole, Constant, Graph, Op};
 use vitmsn_kernels::attention::{self, AttentionScratch};
 use vitmsn_kernels::gemm::{gemm_packed, PackedWeights};
-use vitmsn_kernels::threads::ThreadPool;
+use vitmsn_kernels::threads::{RowBlockFn, ThreadPool};
 use vitmsn_kernels::{norm, scalar, Epilogue, Isa};
 
 /// A constant as the kernels read it.
@@ -47,6 +47,11 @@ impl CpuBackend {
             attention: AttentionScratch::default(),
         })
     }
+}
+
+/// [`host::SplitRows`] over `pool`'s threads.
+fn split_over(pool: &ThreadPool) -> impl Fn(&mut [f32], usize, &RowBlockFn) + '_ {
+    |out, row_len, f| pool.split_rows(out, row_len, f)
 }
 
 impl Backend for CpuBackend {
@@ -104,7 +109,7 @@ impl Backend for CpuBackend {
     }
 
     fn write(&mut self, slot: Slot, data: &[f32]) -> Result<()> {
-        self.slots.write(slot, data);
+        self.slots.write(slot, data, &split_over(&self.pool));
         Ok(())
     }
 
@@ -134,7 +139,11 @@ impl Backend for CpuBackend {
                 ..
             } => {
                 let rows = batch * (height / patch) * (width / patch);
-                scalar::im2col(batch, channels, height, width, patch, input.get(0), patches);
+                let row_len = channels * patch * patch;
+                let pixels = input.get(0);
+                pool.split_rows(&mut patches[..rows * row_len], row_len, &|first, block| {
+                    scalar::im2col_rows(channels, height, width, patch, pixels, first, block)
+                });
                 let epilogue = Epilogue {
                     bias: Some(values(bias)),
                     ..Epilogue::NONE
@@ -200,7 +209,7 @@ impl Backend for CpuBackend {
                 );
             }
             Op::MaskBlend { .. } | Op::ClsPosition { .. } | Op::SelectCls { .. } => {
-                host::run_data_movement(op, input, &mut out[0], values)
+                host::run_data_movement(op, input, &mut out[0], values, &split_over(pool))
             }
         });
         Ok(())

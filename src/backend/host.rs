@@ -4,6 +4,17 @@ use crate::executor::{Plan, Slot};
 use crate::graph::{ConstId, Op};
 use vitmsn_kernels::aligned::AlignedVec;
 use vitmsn_kernels::scalar;
+use vitmsn_kernels::threads::RowBlockFn;
+
+/// How a CPU-side backend runs an op that only moves data: `split(out, row_len, f)` runs
+/// `f(first_row, block)` on blocks of whole `row_len`-element rows that together cover
+/// `out`, on one thread ([`one_block`]) or spread over a pool.
+pub type SplitRows<'a> = &'a dyn Fn(&mut [f32], usize, &RowBlockFn);
+
+/// [`SplitRows`] on the calling thread: all of `out` as one block.
+pub fn one_block(out: &mut [f32], _row_len: usize, f: &RowBlockFn) {
+    f(0, out)
+}
 
 /// One buffer per plan slot, each starting on a cache line.
 #[derive(Default)]
@@ -34,8 +45,10 @@ impl HostSlots {
         }
     }
 
-    pub fn write(&mut self, slot: Slot, data: &[f32]) {
-        self.slots[slot][..data.len()].copy_from_slice(data);
+    pub fn write(&mut self, slot: Slot, data: &[f32], split: SplitRows) {
+        split(&mut self.slots[slot][..data.len()], 1, &|first, block| {
+            block.copy_from_slice(&data[first..][..block.len()])
+        });
     }
 
     pub fn read(&self, requests: &[(Slot, usize)]) -> Vec<Vec<f32>> {
@@ -71,14 +84,15 @@ impl HostSlots {
     }
 }
 
-/// Runs the data-movement ops (`MaskBlend`, `ClsPosition`, `SelectCls`), which every
-/// CPU-side backend runs with the reference loops: they are a negligible share of a
-/// forward. `constant` reads a constant's values.
+/// Runs the data-movement ops (`MaskBlend`, `ClsPosition`, `SelectCls`) of every
+/// CPU-side backend, each block of rows that `split` hands out by the reference loops.
+/// `constant` reads a constant's values.
 pub fn run_data_movement<'c>(
     op: &Op,
     input: &OpInputs,
     out: &mut [f32],
-    constant: impl Fn(ConstId) -> &'c [f32],
+    constant: impl Fn(ConstId) -> &'c [f32] + Sync,
+    split: SplitRows,
 ) {
     match *op {
         Op::MaskBlend {
@@ -86,13 +100,11 @@ pub fn run_data_movement<'c>(
             dim,
             mask_token,
         } => {
-            scalar::mask_blend(
-                dim,
-                &input.get(0)[..rows * dim],
-                input.get(1),
-                constant(mask_token),
-                out,
-            );
+            let (embeddings, mask) = (input.get(0), input.get(1));
+            split(&mut out[..rows * dim], dim, &|first, block| {
+                let embeddings = &embeddings[first * dim..][..block.len()];
+                scalar::mask_blend(dim, embeddings, &mask[first..], constant(mask_token), block)
+            });
         }
         Op::ClsPosition {
             batch,
@@ -100,14 +112,21 @@ pub fn run_data_movement<'c>(
             dim,
             cls,
         } => {
-            scalar::cls_and_position(
-                batch,
-                patches,
+            let (embeddings, position) = (input.get(0), input.get(1));
+            split(
+                &mut out[..batch * (patches + 1) * dim],
                 dim,
-                input.get(0),
-                constant(cls),
-                input.get(1),
-                out,
+                &|first, block| {
+                    scalar::cls_and_position_rows(
+                        patches,
+                        dim,
+                        embeddings,
+                        constant(cls),
+                        position,
+                        first,
+                        block,
+                    )
+                },
             );
         }
         Op::SelectCls { batch, tokens, dim } => {

@@ -33,7 +33,7 @@ impl Backend for ScalarBackend {
     }
 
     fn write(&mut self, slot: Slot, data: &[f32]) -> Result<()> {
-        self.slots.write(slot, data);
+        self.slots.write(slot, data, &host::one_block);
         Ok(())
     }
 
@@ -121,7 +121,7 @@ impl Backend for ScalarBackend {
                 scalar::attention(shape, input.get(0), head_scale, context, probs);
             }
             Op::MaskBlend { .. } | Op::ClsPosition { .. } | Op::SelectCls { .. } => {
-                host::run_data_movement(op, input, &mut out[0], constant)
+                host::run_data_movement(op, input, &mut out[0], constant, &host::one_block)
             }
         });
         Ok(())
