@@ -2,6 +2,7 @@
 
 use crate::config::{Size2, ViTMSNConfig};
 use crate::error::{Error, Result};
+use crate::executor::OpTime;
 use crate::model::{ForwardInput, ViTMSN};
 use crate::tensor::Tensor;
 use crate::Isa;
@@ -68,23 +69,92 @@ pub struct BenchReport {
     pub images_per_s: f64,
     pub gflop_per_image: f64,
     pub gflop_per_s: f64,
+    /// Where a forward's time goes, by kind of op, when the bench was profiled.
+    pub ops: Vec<OpProfile>,
+}
+
+/// One kind of op in a profiled bench, timed in the same forwards as the whole.
+#[derive(Clone, Debug)]
+pub struct OpProfile {
+    /// `Op::name`.
+    pub op: &'static str,
+    /// Ops of this kind in one forward.
+    pub count: usize,
+    /// The median over the forwards of the time they took together.
+    pub ms: f64,
+    /// Their floating-point rate at that median, for ops with matrix products.
+    pub gflop_per_s: Option<f64>,
 }
 
 impl BenchReport {
+    /// One line of JSON; `ops` appears only when the bench was profiled.
     pub fn to_json(&self) -> String {
+        let ops = if self.ops.is_empty() {
+            String::new()
+        } else {
+            let entries: Vec<String> = self
+                .ops
+                .iter()
+                .map(|o| {
+                    let rate = o.gflop_per_s.map_or("null".into(), |r| format!("{r:.2}"));
+                    format!(
+                        "{{\"op\":{:?},\"count\":{},\"ms\":{:.3},\"gflop_per_s\":{rate}}}",
+                        o.op, o.count, o.ms
+                    )
+                })
+                .collect();
+            format!(",\"ops\":[{}]", entries.join(","))
+        };
         format!(
-            "{{\"model\":{:?},\"backend\":{:?},\"isa\":{},\"threads\":{},\"batch\":{},\"iters\":{},\"median_ms\":{:.3},\"min_ms\":{:.3},\"images_per_s\":{:.3},\"gflop_per_image\":{:.3},\"gflop_per_s\":{:.2}}}",
+            "{{\"model\":{:?},\"backend\":{:?},\"isa\":{},\"threads\":{},\"batch\":{},\"iters\":{},\"median_ms\":{:.3},\"min_ms\":{:.3},\"images_per_s\":{:.3},\"gflop_per_image\":{:.3},\"gflop_per_s\":{:.2}{ops}}}",
             self.model, self.backend, self.isa.map_or("null".to_string(), |isa| format!("{isa:?}")), self.threads, self.batch, self.iters, self.median_ms, self.min_ms, self.images_per_s, self.gflop_per_image, self.gflop_per_s
         )
     }
 }
 
-/// Runs one warm-up forward, then `iters` timed ones, on deterministic pixels.
+/// The op kinds of the forwards `runs` (each the op times of one forward, in graph
+/// order), in order of first appearance, with the median of each kind's total.
+fn profile(runs: &[Vec<OpTime>]) -> Vec<OpProfile> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    let mut kinds: Vec<&'static str> = Vec::new();
+    for op in first {
+        if !kinds.contains(&op.name) {
+            kinds.push(op.name);
+        }
+    }
+    kinds
+        .into_iter()
+        .map(|name| {
+            let of_kind = |run: &[OpTime]| {
+                let ops = run.iter().filter(|o| o.name == name);
+                let seconds: f64 = ops.clone().map(|o| o.seconds).sum();
+                let flops: Option<f64> = ops.clone().map(|o| o.flops).sum();
+                (ops.count(), seconds, flops)
+            };
+            let (count, _, flops) = of_kind(first);
+            let mut seconds: Vec<f64> = runs.iter().map(|run| of_kind(run).1).collect();
+            seconds.sort_by(f64::total_cmp);
+            let median = seconds[seconds.len() / 2];
+            OpProfile {
+                op: name,
+                count,
+                ms: median * 1e3,
+                gflop_per_s: flops.map(|f| f / median / 1e9),
+            }
+        })
+        .collect()
+}
+
+/// Runs one warm-up forward, then `iters` timed ones, on deterministic pixels; with
+/// `profile_ops`, also times each op of the timed forwards (see [`OpProfile`]).
 pub fn run(
     model: &mut ViTMSN,
     model_name: &str,
     batch: usize,
     iters: usize,
+    profile_ops: bool,
 ) -> Result<BenchReport> {
     let c = model.config();
     let (h, w) = c.image_size.hw();
@@ -98,12 +168,16 @@ pub fn run(
     };
     let gflop_per_image = flops_per_image(c) / 1e9;
     model.forward(&input)?;
+    model.time_ops(profile_ops)?;
     let mut times = Vec::with_capacity(iters);
+    let mut op_times = Vec::new();
     for _ in 0..iters.max(1) {
         let start = Instant::now();
         model.forward(&input)?;
         times.push(start.elapsed().as_secs_f64() * 1e3);
+        op_times.extend(model.op_times().map(<[OpTime]>::to_vec));
     }
+    model.time_ops(false)?;
     times.sort_by(f64::total_cmp);
     let median_ms = times[times.len() / 2];
     Ok(BenchReport {
@@ -118,12 +192,44 @@ pub fn run(
         images_per_s: batch as f64 / (median_ms / 1e3),
         gflop_per_image,
         gflop_per_s: gflop_per_image * batch as f64 / (median_ms / 1e3),
+        ops: profile(&op_times),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_profile_takes_each_kind_once_with_the_median_of_its_totals() {
+        let op = |name, flops, ms: f64| OpTime {
+            name,
+            flops,
+            seconds: ms / 1e3,
+        };
+        let runs: Vec<Vec<OpTime>> = [1.0, 3.0, 2.0]
+            .iter()
+            .map(|&ms| {
+                vec![
+                    op("Linear", Some(1e6), ms),
+                    op("LayerNorm", None, 0.5),
+                    op("Linear", Some(3e6), ms),
+                ]
+            })
+            .collect();
+        let ops = profile(&runs);
+        assert_eq!(ops.len(), 2);
+        let (linear, norm) = (&ops[0], &ops[1]);
+        assert_eq!(
+            (linear.op, linear.count, norm.op, norm.count),
+            ("Linear", 2, "LayerNorm", 1)
+        );
+        // Totals per run: 2, 6 and 4 ms; the median is 4 ms, over 4 MFLOP.
+        assert!((linear.ms - 4.0).abs() < 1e-9 && (norm.ms - 0.5).abs() < 1e-9);
+        assert!((linear.gflop_per_s.unwrap() - 1.0).abs() < 1e-9);
+        assert!(norm.gflop_per_s.is_none());
+        assert!(profile(&[]).is_empty());
+    }
 
     #[test]
     fn architectures_have_the_published_token_counts() {

@@ -95,6 +95,48 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The op's kind, as profiles group ops.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::PatchEmbed { .. } => "PatchEmbed",
+            Op::MaskBlend { .. } => "MaskBlend",
+            Op::ClsPosition { .. } => "ClsPosition",
+            Op::LayerNorm { .. } => "LayerNorm",
+            Op::Linear { .. } => "Linear",
+            Op::Attention { .. } => "Attention",
+            Op::SelectCls { .. } => "SelectCls",
+        }
+    }
+
+    /// Floating-point operations of its matrix products (two per multiply-add), for the
+    /// ops that have them: the patch embedding, `Linear` and attention (`QKᵀ` and `PV`).
+    pub fn flops(&self) -> Option<f64> {
+        let product = |m: usize, n: usize, k: usize| Some(2.0 * (m * n * k) as f64);
+        match *self {
+            Op::PatchEmbed {
+                batch,
+                channels,
+                height,
+                width,
+                patch,
+                dim,
+                ..
+            } => product(
+                batch * (height / patch) * (width / patch),
+                dim,
+                channels * patch * patch,
+            ),
+            Op::Linear { m, n, k, .. } => product(m, n, k),
+            Op::Attention { shape, .. } => {
+                let t = shape.tokens;
+                product(2 * shape.batch * shape.heads, t * t, shape.head_dim)
+            }
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Node {
     pub op: Op,

@@ -12,7 +12,8 @@ const USAGE: &str = "usage:
                  [--precision f32|f16] [--output-hidden-states] [--output-attentions]
                  [--interpolate-pos-encoding]
   vitmsn bench (--model DIR | --arch vit-msn-small|vit-msn-base|vit-msn-large|vit-msn-base-4|vit-msn-large-7)
-               [--batch N] [--threads T] [--isa I] [--backend B] [--precision P] [--iters N] [--json]";
+               [--batch N] [--threads T] [--isa I] [--backend B] [--precision P] [--iters N] [--json]
+               [--profile]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,11 +46,12 @@ struct Flags {
     switches: Vec<String>,
 }
 
-const SWITCHES: [&str; 4] = [
+const SWITCHES: [&str; 5] = [
     "output-hidden-states",
     "output-attentions",
     "interpolate-pos-encoding",
     "json",
+    "profile",
 ];
 
 impl Flags {
@@ -92,13 +94,11 @@ impl Flags {
         self.switches.iter().any(|s| s == name)
     }
 
+    /// Fails on an option or switch that is not in `known`: the command does not take it.
     fn check_known(&self, known: &[&str]) -> Result<()> {
-        match self
-            .values
-            .iter()
-            .find(|(n, _)| !known.contains(&n.as_str()))
-        {
-            Some((n, _)) => Err(Error::Usage(format!(
+        let names = self.values.iter().map(|(n, _)| n).chain(&self.switches);
+        match names.into_iter().find(|n| !known.contains(&n.as_str())) {
+            Some(n) => Err(Error::Usage(format!(
                 "unknown option --{n} (see vitmsn --help)"
             ))),
             None => Ok(()),
@@ -157,6 +157,9 @@ fn forward(flags: &Flags) -> Result<()> {
         "threads",
         "isa",
         "precision",
+        "output-hidden-states",
+        "output-attentions",
+        "interpolate-pos-encoding",
     ])?;
     let model_dir = PathBuf::from(flags.required("model")?);
     let input_path = PathBuf::from(flags.required("input")?);
@@ -181,6 +184,8 @@ fn bench(flags: &Flags) -> Result<()> {
         "backend",
         "precision",
         "iters",
+        "json",
+        "profile",
     ])?;
     let (kind, options) = flags.backend()?;
     let (mut model, name) = match (flags.get("model"), flags.get("arch")) {
@@ -207,14 +212,29 @@ fn bench(flags: &Flags) -> Result<()> {
         &name,
         flags.count("batch", 1)?,
         flags.count("iters", 10)?,
+        flags.switch("profile"),
     )?;
     if flags.switch("json") {
         println!("{}", report.to_json());
-    } else {
-        let isa = report.isa.map_or(String::new(), |isa| format!("{isa}, "));
+        return Ok(());
+    }
+    let isa = report.isa.map_or(String::new(), |isa| format!("{isa}, "));
+    println!(
+        "{} on {} ({isa}{} threads), batch {}: median {:.2} ms, {:.1} images/s, {:.1} GFLOP/s over {} forwards",
+        report.model, report.backend, report.threads, report.batch, report.median_ms, report.images_per_s, report.gflop_per_s, report.iters
+    );
+    if !report.ops.is_empty() {
         println!(
-            "{} on {} ({isa}{} threads), batch {}: median {:.2} ms, {:.1} images/s, {:.1} GFLOP/s over {} forwards",
-            report.model, report.backend, report.threads, report.batch, report.median_ms, report.images_per_s, report.gflop_per_s, report.iters
+            "{:<12} {:>5} {:>10} {:>7} {:>9}",
+            "op", "count", "ms", "share", "GFLOP/s"
+        );
+    }
+    for op in &report.ops {
+        let rate = op.gflop_per_s.map_or(String::new(), |r| format!("{r:.1}"));
+        let share = 100.0 * op.ms / report.median_ms;
+        println!(
+            "{:<12} {:>5} {:>10.3} {share:>6.1}% {rate:>9}",
+            op.op, op.count, op.ms
         );
     }
     Ok(())

@@ -4,7 +4,7 @@
 use crate::backend::{self, Backend, BackendKind, BackendOptions};
 use crate::config::ViTMSNConfig;
 use crate::error::{Error, Result};
-use crate::executor::{CompiledGraph, Executor};
+use crate::executor::{CompiledGraph, Executor, OpTime};
 use crate::graph::{ConstId, ConstRole, Constant, Graph, Op, ValueId};
 use crate::interpolate;
 use crate::loss::{self, Labels};
@@ -627,6 +627,17 @@ impl ViTMSN {
 
     pub fn is_classifier(&self) -> bool {
         self.classifier.is_some()
+    }
+
+    /// Times every op of the forwards that follow (or stops, with `false`); see
+    /// [`op_times`](Self::op_times). Fails for a backend that runs a forward's ops together.
+    pub fn time_ops(&mut self, on: bool) -> Result<()> {
+        self.executor.time_ops(on)
+    }
+
+    /// Each op of the last forward with its time, in graph order, while op timing is on.
+    pub fn op_times(&self) -> Option<&[OpTime]> {
+        self.executor.op_times()
     }
 
     pub fn backend_name(&self) -> &'static str {

@@ -299,6 +299,8 @@ fn bad_inputs_give_one_line_naming_the_problem() {
     assert!(err.contains("unknown backend \"tpu\""), "{err}");
     let err = forward_error(&base_model, &ok_input, &["--isa", "sse"]);
     assert!(err.contains("unknown instruction set \"sse\""), "{err}");
+    let err = forward_error(&base_model, &ok_input, &["--profile"]);
+    assert!(err.contains("unknown option --profile"), "{err}");
     let err = forward_error(
         &base_model,
         &ok_input,
@@ -338,6 +340,57 @@ fn json_field<'a>(json: &'a str, key: &str) -> &'a str {
         + 3;
     let len = json[start..].find([',', '}']).unwrap();
     &json[start..start + len]
+}
+
+#[test]
+fn bench_profile_lists_each_kind_of_op_of_a_forward() {
+    let model = fixture("base_all_outputs", "model");
+    let bench = |extra: &[&str]| {
+        let args = [
+            &["bench", "--model", &model, "--iters", "2", "--threads", "2"],
+            extra,
+        ]
+        .concat();
+        let out = vitmsn(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let json = bench(&["--profile", "--json"]);
+    // Two layers: two norms each and the final one, four linear layers each.
+    let mut rest = json.as_str();
+    for (op, count, has_rate) in [
+        ("PatchEmbed", 1, true),
+        ("ClsPosition", 1, false),
+        ("LayerNorm", 5, false),
+        ("Linear", 8, true),
+        ("Attention", 2, true),
+    ] {
+        let start = rest
+            .find(&format!("{{\"op\":\"{op}\",\"count\":{count},"))
+            .unwrap_or_else(|| panic!("no {op} ×{count} in order in {json}"));
+        let entry = &rest[start..rest[start..].find('}').unwrap() + start + 1];
+        assert!(
+            json_field(entry, "ms").parse::<f64>().unwrap() >= 0.0,
+            "{entry}"
+        );
+        assert_eq!(
+            json_field(entry, "gflop_per_s") != "null",
+            has_rate,
+            "{entry}"
+        );
+        rest = &rest[start + entry.len()..];
+    }
+    assert!(!bench(&["--json"]).contains("\"ops\""));
+    let text = bench(&["--profile"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("Linear") && l.contains('%')),
+        "{text}"
+    );
 }
 
 #[test]

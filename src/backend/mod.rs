@@ -25,6 +25,11 @@ pub trait Backend {
     fn isa(&self) -> Option<Isa> {
         None
     }
+    /// Whether `run` has finished the op when it returns, so timing it times the op. A
+    /// backend that only records ops and runs them all in `read` says no.
+    fn runs_ops_when_called(&self) -> bool {
+        true
+    }
     /// Takes the model's weights, indexed by `ConstId`; a backend may repack or upload
     /// them and drop the originals.
     fn load_constants(&mut self, constants: Vec<Constant>) -> Result<()>;

@@ -106,6 +106,11 @@ impl Backend for GpuBackend {
         "gpu"
     }
 
+    /// Ops are recorded in `run` and submitted together in `read`.
+    fn runs_ops_when_called(&self) -> bool {
+        false
+    }
+
     fn load_constants(&mut self, constants: Vec<Constant>) -> Result<()> {
         let mut buffers = Vec::with_capacity(constants.len());
         for constant in &constants {
