@@ -96,8 +96,8 @@ impl Flags {
 
     /// Fails on an option or switch that is not in `known`: the command does not take it.
     fn check_known(&self, known: &[&str]) -> Result<()> {
-        let names = self.values.iter().map(|(n, _)| n).chain(&self.switches);
-        match names.into_iter().find(|n| !known.contains(&n.as_str())) {
+        let mut names = self.values.iter().map(|(n, _)| n).chain(&self.switches);
+        match names.find(|n| !known.contains(&n.as_str())) {
             Some(n) => Err(Error::Usage(format!(
                 "unknown option --{n} (see vitmsn --help)"
             ))),
