@@ -19,6 +19,8 @@ pub enum Error {
     Backend(String),
     /// Command-line usage error.
     Usage(String),
+    /// An image could not be used: the message names it and says why.
+    Image(String),
 }
 
 impl fmt::Display for Error {
@@ -30,6 +32,7 @@ impl fmt::Display for Error {
             Error::Input(msg) => write!(f, "input: {msg}"),
             Error::Backend(msg) => write!(f, "backend: {msg}"),
             Error::Usage(msg) => write!(f, "usage: {msg}"),
+            Error::Image(msg) => write!(f, "image: {msg}"),
         }
     }
 }

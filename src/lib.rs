@@ -20,6 +20,7 @@ pub mod interpolate;
 pub mod io;
 pub mod loss;
 pub mod model;
+pub mod preprocess;
 pub mod safetensors_file;
 pub mod tensor;
 pub mod weights;
