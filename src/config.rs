@@ -138,6 +138,15 @@ impl ViTMSNConfig {
             .unwrap_or(2)
     }
 
+    /// The name of class `index`: `id2label`'s, else transformers' `LABEL_{index}`.
+    pub fn label_name(&self, index: usize) -> String {
+        self.id2label
+            .as_ref()
+            .and_then(|m| m.get(&index.to_string()))
+            .cloned()
+            .unwrap_or_else(|| format!("LABEL_{index}"))
+    }
+
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
     }

@@ -6,6 +6,8 @@ use crate::model::{ForwardInput, ForwardOutput};
 use crate::safetensors_file::SafetensorsFile;
 use crate::tensor::Tensor;
 use safetensors::tensor::{Dtype, TensorView};
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::Path;
 
 /// Reads `pixel_values` (f32, f16 or bf16), and the optional `bool_masked_pos` (bool or
@@ -69,34 +71,73 @@ fn as_input(e: Error) -> Error {
     }
 }
 
-/// Writes the outputs the CLI contract names, all f32: `last_hidden_state` or `logits`,
-/// `loss`, `hidden_states.{i}` and `attentions.{i}`.
-pub fn write_outputs(path: &Path, out: &ForwardOutput) -> Result<()> {
-    let mut named: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
-    let loss = out.loss.map(|l| [l]);
+/// The outputs the CLI contract names, in order: `last_hidden_state` or `logits`, `loss`
+/// (shape `[]`), `hidden_states.{i}` and `attentions.{i}`.
+pub fn named_outputs(out: &ForwardOutput) -> Vec<(String, Cow<'_, Tensor>)> {
+    let mut named: Vec<(String, Cow<Tensor>)> = Vec::new();
     if let Some(t) = &out.last_hidden_state {
-        named.push(("last_hidden_state".into(), t.shape.clone(), &t.data));
+        named.push(("last_hidden_state".into(), Cow::Borrowed(t)));
     }
     if let Some(t) = &out.logits {
-        named.push(("logits".into(), t.shape.clone(), &t.data));
+        named.push(("logits".into(), Cow::Borrowed(t)));
     }
-    if let Some(l) = &loss {
-        named.push(("loss".into(), vec![], l));
+    if let Some(loss) = out.loss {
+        named.push(("loss".into(), Cow::Owned(Tensor::new(vec![], vec![loss]))));
     }
     for (i, t) in out.hidden_states.iter().enumerate() {
-        named.push((format!("hidden_states.{i}"), t.shape.clone(), &t.data));
+        named.push((format!("hidden_states.{i}"), Cow::Borrowed(t)));
     }
     for (i, t) in out.attentions.iter().enumerate() {
-        named.push((format!("attentions.{i}"), t.shape.clone(), &t.data));
+        named.push((format!("attentions.{i}"), Cow::Borrowed(t)));
     }
-    let views = named
+    named
+}
+
+/// Writes the outputs [`named_outputs`] lists, all f32.
+pub fn write_outputs(path: &Path, out: &ForwardOutput) -> Result<()> {
+    let named = named_outputs(out);
+    let tensors: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), &**t)).collect();
+    write_tensors(path, &tensors, None)
+}
+
+/// Writes f32 tensors, and optional string metadata, as one safetensors file. The bytes go
+/// to a temporary file beside `path` that is then renamed over it, so a failed write
+/// leaves any earlier file whole.
+pub fn write_tensors(
+    path: &Path,
+    tensors: &[(&str, &Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let views = tensors
         .iter()
-        .map(|(name, shape, data)| {
-            let view = TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
+        .map(|(name, t)| {
+            let view = TensorView::new(Dtype::F32, t.shape.clone(), bytemuck::cast_slice(&t.data))
                 .map_err(|e| Error::Input(format!("{name}: {e}")))?;
-            Ok((name.clone(), view))
+            Ok((name.to_string(), view))
         })
         .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(views, None).map_err(|e| Error::Input(e.to_string()))?;
-    std::fs::write(path, bytes).map_err(io_error(path))
+    let bytes = safetensors::serialize(views, metadata).map_err(|e| Error::Input(e.to_string()))?;
+    write_atomically(path, &bytes)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    // A device or pipe (`/dev/null`, `/dev/stdout`) is written to, never replaced.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        return std::fs::write(path, bytes).map_err(io_error(path));
+    }
+    let name = path.file_name().ok_or_else(|| Error::Io {
+        path: path.display().to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
+    })?;
+    let mut temporary = path.to_path_buf();
+    let mut temporary_name = std::ffi::OsString::from(".");
+    temporary_name.push(name);
+    temporary_name.push(format!(".{}.partial", std::process::id()));
+    temporary.set_file_name(temporary_name);
+    let written =
+        std::fs::write(&temporary, bytes).and_then(|()| std::fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written.map_err(io_error(path))
 }

@@ -8,6 +8,7 @@ use crate::executor::{CompiledGraph, Executor, OpTime};
 use crate::graph::{ConstId, ConstRole, Constant, Graph, Op, ValueId};
 use crate::interpolate;
 use crate::loss::{self, Labels};
+use crate::predict::{Embeddings, Feature, Prediction};
 use crate::tensor::{F32Data, Tensor};
 use crate::weights::Weights;
 use std::collections::HashMap;
@@ -149,6 +150,10 @@ struct ForwardShape {
     masked: bool,
     output_attentions: bool,
     output_hidden_states: bool,
+    /// Stop at the backbone's `last_hidden_state` even when the model has a head.
+    backbone_only: bool,
+    /// Also output the last layer's hidden state before the final LayerNorm.
+    output_prenorm: bool,
 }
 
 impl ForwardShape {
@@ -516,7 +521,7 @@ impl ViTMSNModel {
             }
             hidden_states = output;
         }
-        if s.output_hidden_states {
+        if s.output_hidden_states || s.output_prenorm {
             g.output(
                 format!("hidden_states.{}", self.layers.len()),
                 hidden_states,
@@ -655,7 +660,86 @@ impl ViTMSN {
 
     /// Runs the model on one batch.
     pub fn forward(&mut self, input: &ForwardInput) -> Result<ForwardOutput> {
-        let shape = self.check(input)?;
+        let shape = self.check(input, false, false)?;
+        let (mut results, outputs) = self.execute(shape, input)?;
+        let mut out = ForwardOutput::default();
+        for (name, shape) in outputs {
+            let tensor = Tensor::new(shape, results.remove(&name).unwrap_or_default());
+            match name.split_once('.') {
+                Some(("hidden_states", _)) => out.hidden_states.push(tensor),
+                Some(("attentions", _)) => out.attentions.push(tensor),
+                _ if name == "logits" => out.logits = Some(tensor),
+                _ => out.last_hidden_state = Some(tensor),
+            }
+        }
+        if let (Some(labels), Some(logits)) = (&input.labels, &out.logits) {
+            let num_labels = logits.shape[1];
+            let problem = loss::problem_type(self.config.problem_type, num_labels, labels);
+            out.loss = Some(loss::loss(problem, &logits.data, num_labels, labels)?);
+        }
+        Ok(out)
+    }
+
+    /// The backbone's image embeddings of a batch `[batch, channels, height, width]`, for
+    /// a bare model or a classifier alike (its head is not run): each of `features`, one
+    /// row of `hidden_size` values per image.
+    pub fn embed(&mut self, pixel_values: Tensor, features: &[Feature]) -> Result<Embeddings> {
+        let input = ForwardInput {
+            pixel_values,
+            ..Default::default()
+        };
+        let prenorm = features.contains(&Feature::ClsPrenorm);
+        let shape = self.check(&input, true, prenorm)?;
+        let (mut results, outputs) = self.execute(shape, &input)?;
+        let mut take = |prefix: &str| {
+            outputs
+                .iter()
+                .find(|(name, _)| name.starts_with(prefix))
+                .and_then(|(name, _)| results.remove(name))
+                .unwrap_or_default()
+        };
+        let last_hidden_state = take("last_hidden_state");
+        let before_norm = if prenorm {
+            take("hidden_states.")
+        } else {
+            Vec::new()
+        };
+        let tokens = shape.patches(self.config.patch()) + 1;
+        Ok(Embeddings::from_hidden_states(
+            features,
+            shape.batch,
+            tokens,
+            self.config.hidden_size,
+            &last_hidden_state,
+            &before_norm,
+        ))
+    }
+
+    /// The `top_k` most probable labels of each image of a batch, most probable first:
+    /// softmax over the logits (sigmoid for multi-label and single-output heads, as
+    /// transformers' image-classification pipeline), names from `id2label`.
+    pub fn classify(&mut self, pixel_values: Tensor, top_k: usize) -> Result<Vec<Vec<Prediction>>> {
+        if !self.is_classifier() {
+            return Err(Error::Input(
+                "the model has no classification head (config.json names no *ForImageClassification and there is no classifier.weight)".into(),
+            ));
+        }
+        let out = self.forward(&ForwardInput {
+            pixel_values,
+            ..Default::default()
+        })?;
+        let logits = out.logits.expect("a classifier outputs logits");
+        Ok(crate::predict::top_k(&logits, &self.config, top_k))
+    }
+
+    /// Runs the graph for `shape` on `input`, and returns the outputs by name with the
+    /// graph's list of (name, shape) in output order.
+    #[allow(clippy::type_complexity)]
+    fn execute(
+        &mut self,
+        shape: ForwardShape,
+        input: &ForwardInput,
+    ) -> Result<(HashMap<String, Vec<f32>>, Vec<(String, Vec<usize>)>)> {
         let (layers, heads) = (
             self.config.num_hidden_layers,
             self.config.num_attention_heads,
@@ -694,31 +778,24 @@ impl ViTMSN {
             feeds.push(("bool_masked_pos", mask));
         }
         let compiled = &self.graphs[&shape];
-        let mut results = self.executor.run(compiled, &feeds)?;
-        let mut take = |name: &str, shape: &[usize]| {
-            Tensor::new(shape.to_vec(), results.remove(name).unwrap_or_default())
-        };
-        let mut out = ForwardOutput::default();
-        for (name, _, shape) in &compiled.graph.outputs {
-            let tensor = take(name, shape);
-            match name.split_once('.') {
-                Some(("hidden_states", _)) => out.hidden_states.push(tensor),
-                Some(("attentions", _)) => out.attentions.push(tensor),
-                _ if name == "logits" => out.logits = Some(tensor),
-                _ => out.last_hidden_state = Some(tensor),
-            }
-        }
-        if let (Some(labels), Some(logits)) = (&input.labels, &out.logits) {
-            let num_labels = logits.shape[1];
-            let problem = loss::problem_type(self.config.problem_type, num_labels, labels);
-            out.loss = Some(loss::loss(problem, &logits.data, num_labels, labels)?);
-        }
-        Ok(out)
+        let results = self.executor.run(compiled, &feeds)?;
+        let outputs = compiled
+            .graph
+            .outputs
+            .iter()
+            .map(|(name, _, shape)| (name.clone(), shape.clone()))
+            .collect();
+        Ok((results, outputs))
     }
 
     /// Checks the inputs against the model, as transformers does, and returns the
     /// shape the graph is built for.
-    fn check(&self, input: &ForwardInput) -> Result<ForwardShape> {
+    fn check(
+        &self,
+        input: &ForwardInput,
+        backbone_only: bool,
+        output_prenorm: bool,
+    ) -> Result<ForwardShape> {
         let c = &self.config;
         let &[batch, channels, height, width] = input.pixel_values.shape.as_slice() else {
             return Err(Error::Input(format!(
@@ -748,6 +825,8 @@ impl ViTMSN {
             masked: input.bool_masked_pos.is_some(),
             output_attentions: input.output_attentions,
             output_hidden_states: input.output_hidden_states,
+            backbone_only,
+            output_prenorm,
         };
         if let Some(mask) = &input.bool_masked_pos {
             let patches = shape.patches(c.patch());
@@ -776,7 +855,7 @@ impl ViTMSN {
         let last_hidden_state = self.vit.forward(&mut g, s);
         let tokens = s.patches(self.config.patch()) + 1;
         let d = self.config.hidden_size;
-        match &self.classifier {
+        match self.classifier.as_ref().filter(|_| !s.backbone_only) {
             None => g.output(
                 "last_hidden_state".into(),
                 last_hidden_state,
