@@ -48,14 +48,16 @@ pub trait Backend {
 pub enum BackendKind {
     /// Plain f32 reference kernels.
     Scalar,
-    /// SIMD kernels (AVX2/FMA, NEON) with threads.
+    /// SIMD kernels (AVX-512, AVX2/FMA, NEON) with threads.
     Cpu,
     /// WGSL compute shaders through wgpu.
     Gpu,
 }
 
-impl BackendKind {
-    pub fn parse(name: &str) -> Result<Self> {
+impl std::str::FromStr for BackendKind {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
         match name {
             "scalar" => Ok(Self::Scalar),
             "cpu" => Ok(Self::Cpu),
@@ -65,7 +67,9 @@ impl BackendKind {
             ))),
         }
     }
+}
 
+impl BackendKind {
     /// `cpu` where the kernels have a SIMD version for this CPU, else `scalar`.
     pub fn default_for_this_cpu() -> Self {
         match Isa::detect() {
@@ -102,8 +106,10 @@ pub enum Precision {
     F16,
 }
 
-impl Precision {
-    pub fn parse(name: &str) -> Result<Self> {
+impl std::str::FromStr for Precision {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
         match name {
             "f32" => Ok(Self::F32),
             "f16" => Ok(Self::F16),
