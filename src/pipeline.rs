@@ -84,7 +84,8 @@ impl Pipeline {
     pub const DEFAULT_BATCH_SIZE: usize = 8;
 
     /// Loads a `save_pretrained` folder: the model, and the preprocessing its
-    /// `preprocessor_config.json` describes (the facebook/vit-msn-* one when absent).
+    /// `preprocessor_config.json` describes (the facebook/vit-msn-* one at the model's image
+    /// size when absent).
     pub fn from_dir(
         dir: impl AsRef<Path>,
         backend: BackendKind,
@@ -92,9 +93,10 @@ impl Pipeline {
     ) -> Result<Self> {
         let dir = dir.as_ref();
         let model = ViTMSN::from_dir(dir, backend, options)?;
+        let config = model.config();
         let preprocessor = Preprocessor::new(
-            PreprocessorConfig::from_dir(dir)?,
-            model.config().num_channels,
+            PreprocessorConfig::from_dir(dir, config.image_size.hw())?,
+            config.num_channels,
         )?;
         Ok(Self::new(model, preprocessor))
     }

@@ -174,11 +174,15 @@ impl RawSize {
 
 impl PreprocessorConfig {
     /// `preprocessor_config.json` in `dir` when present; else the facebook/vit-msn-*
-    /// checkpoints' values.
-    pub fn from_dir(dir: &Path) -> Result<Self> {
+    /// checkpoints' values with `size` set to the model's `(height, width)` (224x224 for
+    /// those checkpoints), so that a model trained at another size still gets its own.
+    pub fn from_dir(dir: &Path, model_size: (usize, usize)) -> Result<Self> {
         let path = dir.join("preprocessor_config.json");
         if !path.is_file() {
-            return Ok(Self::default());
+            return Ok(Self {
+                size: model_size,
+                ..Self::default()
+            });
         }
         let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
         Self::from_json(&text)

@@ -3,40 +3,11 @@
 
 mod common;
 
+use common::{vitmsn, TempDir};
 use safetensors::tensor::{Dtype, TensorView};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use vitmsn::safetensors_file::SafetensorsFile;
 use vitmsn::Isa;
-
-/// A scratch directory, removed when dropped so that test runs leave nothing behind.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("vitmsn-cli-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn vitmsn(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_vitmsn"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 /// Rewrites a safetensors file, letting `edit` drop (None) or replace each tensor.
 fn rewrite(
@@ -307,7 +278,7 @@ fn bad_inputs_give_one_line_naming_the_problem() {
         &["--backend", "scalar", "--isa", "scalar"],
     );
     assert!(
-        err.contains("--isa chooses the cpu backend's kernels"),
+        err.contains("--isa applies to the cpu backend, not the scalar backend"),
         "{err}"
     );
     if let Some(foreign) = Isa::ALL.into_iter().find(|isa| !isa.is_supported()) {

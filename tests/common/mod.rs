@@ -172,3 +172,33 @@ pub fn gpu_ready(options: &BackendOptions) -> bool {
         }
     }
 }
+
+/// A scratch directory, removed when dropped so that test runs leave nothing behind.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("vitmsn-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the `vitmsn` binary this test run built.
+pub fn vitmsn(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_vitmsn"))
+        .args(args)
+        .output()
+        .unwrap()
+}

@@ -329,12 +329,20 @@ fn message(e: Error) -> String {
 /// clap's error as one line: its message, then any tip, then where help is.
 pub fn one_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut lines = text.lines();
     let first = lines.next().unwrap_or_default();
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    let tips: Vec<&str> = lines.filter(|l| l.starts_with("tip:")).collect();
-    let mut line = first.to_string();
-    for tip in tips {
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    // Indented lines right after the first list what it names (missing arguments).
+    let listed: Vec<&str> = lines
+        .by_ref()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    if !listed.is_empty() {
+        line.push(' ');
+        line.push_str(&listed.join(", "));
+    }
+    for tip in lines.map(str::trim).filter(|l| l.starts_with("tip:")) {
         line.push_str("; ");
         line.push_str(tip);
     }

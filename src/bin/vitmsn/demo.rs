@@ -61,11 +61,9 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let (config, weights, preprocessing) = match &a.model {
         Some(dir) => {
             println!("model: {}", dir.display());
-            (
-                ViTMSNConfig::from_file(&dir.join("config.json"))?,
-                Weights::from_dir(dir)?,
-                PreprocessorConfig::from_dir(dir)?,
-            )
+            let config = ViTMSNConfig::from_file(&dir.join("config.json"))?;
+            let preprocessing = PreprocessorConfig::from_dir(dir, config.image_size.hw())?;
+            (config, Weights::from_dir(dir)?, preprocessing)
         }
         None => {
             println!(

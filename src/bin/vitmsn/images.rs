@@ -17,12 +17,11 @@ use vitmsn::{
 };
 
 /// The preprocessing of the checkpoint in `dir`, as `reading` adjusts it.
-fn preprocessor(dir: &Path, channels: usize, reading: &ReadingArgs) -> Result<Preprocessor> {
-    Ok(
-        Preprocessor::new(PreprocessorConfig::from_dir(dir)?, channels)?
-            .with_crop(reading.crop)
-            .with_max_pixels(reading.max_pixels),
-    )
+fn preprocessor(dir: &Path, model: &ViTMSNConfig, reading: &ReadingArgs) -> Result<Preprocessor> {
+    let config = PreprocessorConfig::from_dir(dir, model.image_size.hw())?;
+    Ok(Preprocessor::new(config, model.num_channels)?
+        .with_crop(reading.crop)
+        .with_max_pixels(reading.max_pixels))
 }
 
 /// Image files under `paths`, at least one.
@@ -90,7 +89,7 @@ fn for_each_batch(
             }
             Err(e) if strict => return Err(e),
             Err(e) => {
-                bar.suspend(|| eprintln!("skipped {}: {e}", file.display()));
+                bar.suspend(|| eprintln!("skipped: {e}"));
                 bar.inc(1);
             }
         }
@@ -115,7 +114,7 @@ fn load_model(dir: &Path, backend: &crate::args::BackendArgs) -> Result<ViTMSN> 
 
 pub fn preprocess(a: &PreprocessArgs) -> Result<()> {
     let config = ViTMSNConfig::from_file(&a.model.join("config.json"))?;
-    let preprocessor = preprocessor(&a.model, config.num_channels, &a.images.reading)?;
+    let preprocessor = preprocessor(&a.model, &config, &a.images.reading)?;
     let files = images_in(&a.images.images)?;
     let mut batches = Vec::new();
     let kept = for_each_batch(
@@ -168,7 +167,7 @@ fn embed_files(
 
 pub fn embed(a: &EmbedArgs) -> Result<()> {
     let mut model = load_model(&a.model, &a.backend)?;
-    let preprocessor = preprocessor(&a.model, model.config().num_channels, &a.images.reading)?;
+    let preprocessor = preprocessor(&a.model, model.config(), &a.images.reading)?;
     let files = images_in(&a.images.images)?;
     let mut features = a.features.clone();
     features.dedup();
@@ -202,7 +201,7 @@ pub fn embed(a: &EmbedArgs) -> Result<()> {
 
 pub fn classify(a: &ClassifyArgs) -> Result<()> {
     let mut model = load_model(&a.model, &a.backend)?;
-    let preprocessor = preprocessor(&a.model, model.config().num_channels, &a.images.reading)?;
+    let preprocessor = preprocessor(&a.model, model.config(), &a.images.reading)?;
     let files = images_in(&a.images.images)?;
     let start = Instant::now();
     let mut answers = Vec::new();
@@ -306,7 +305,7 @@ fn query_truth(file: &Path, query_args: &[PathBuf], classes: &[String]) -> Optio
 
 pub fn fewshot(a: &FewshotArgs) -> Result<()> {
     let mut model = load_model(&a.model, &a.backend)?;
-    let preprocessor = preprocessor(&a.model, model.config().num_channels, &a.reading)?;
+    let preprocessor = preprocessor(&a.model, model.config(), &a.reading)?;
     let (classes, support_files, support_labels) = support_set(&a.support)?;
     let features = [a.features];
     let (kept_support, support) = embed_files(
