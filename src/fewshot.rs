@@ -1,5 +1,26 @@
 //! Few-shot classification on frozen embeddings, MSN's purpose: a handful of labelled
 //! support images per class, then each query gets the class it resembles most.
+//!
+//! ```
+//! use vitmsn::fewshot::{FewShot, Method};
+//! use vitmsn::pipeline::Pipeline;
+//! use vitmsn::{BackendKind, BackendOptions, Feature};
+//!
+//! let mut pipeline = Pipeline::from_dir(
+//!     "tests/fixtures/base_all_outputs/model",
+//!     BackendKind::default_for_this_cpu(),
+//!     &BackendOptions::default(),
+//! )?;
+//! let support = ["samples/support/cat/cat-1.jpg", "samples/support/rocket/rocket-1.jpg"];
+//! let features = pipeline.embed(&support, &[Feature::Cls])?;
+//! let classes = vec!["cat".to_string(), "rocket".to_string()];
+//! let classifier = FewShot::fit(Method::Prototype, classes, features.get(Feature::Cls).unwrap(), &[0, 1])?;
+//!
+//! let query = pipeline.embed(&["samples/support/rocket/rocket-1.jpg"], &[Feature::Cls])?;
+//! let answer = &classifier.predict(query.get(Feature::Cls).unwrap())?[0];
+//! assert_eq!(answer.class, 1); // a support image is its own class's prototype
+//! # Ok::<(), vitmsn::Error>(())
+//! ```
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;

@@ -1,10 +1,53 @@
 //! Images in, answers out: a loaded model with its checkpoint's preprocessing.
 //!
-//! ```no_run
-//! use vitmsn::{BackendKind, BackendOptions, Feature, Pipeline};
-//! let mut pipeline = Pipeline::from_dir("vit-msn-small", BackendKind::Cpu, &BackendOptions::default())?;
-//! let embeddings = pipeline.embed(&["cat.jpg", "dog.png"], &[Feature::Cls])?;
-//! let cls = embeddings.get(Feature::Cls).unwrap(); // [2, 384]
+//! Load a `save_pretrained` folder once, then embed or classify images given as paths,
+//! decoded [`image::DynamicImage`]s or raw [`Rgb8`] buffers (the examples use a tiny
+//! test checkpoint with random weights; point them at facebook/vit-msn-small for real use):
+//!
+//! ```
+//! use vitmsn::pipeline::{Pipeline, Rgb8};
+//! use vitmsn::{BackendKind, BackendOptions, Feature};
+//!
+//! let mut pipeline = Pipeline::from_dir(
+//!     "tests/fixtures/base_all_outputs/model",
+//!     BackendKind::default_for_this_cpu(),
+//!     &BackendOptions::default(),
+//! )?;
+//! // The pixel_values the model is fed, [N, C, H, W].
+//! let pixels = pipeline.preprocess(&["samples/query/cat/cat-1.jpg"])?;
+//! assert_eq!(pixels.shape, [1, 3, 32, 32]);
+//!
+//! // Embeddings from files, one [N, hidden] tensor per feature asked for.
+//! let files = ["samples/query/cat/cat-1.jpg", "samples/query/rocket/rocket-1.jpg"];
+//! let embeddings = pipeline.embed(&files, &[Feature::Cls, Feature::ClsPrenorm])?;
+//! assert_eq!(embeddings.get(Feature::Cls).unwrap().shape, [2, 32]);
+//!
+//! // The same from decoded images, or from raw RGB bytes.
+//! let decoded = image::open("samples/query/cat/cat-1.jpg").unwrap();
+//! let from_decoded = pipeline.embed(&[&decoded], &[Feature::Cls])?;
+//! let rgb = decoded.to_rgb8();
+//! let raw = Rgb8 { width: rgb.width() as usize, height: rgb.height() as usize, data: rgb.as_raw() };
+//! let from_raw = pipeline.embed(&[raw], &[Feature::Cls])?;
+//! assert_eq!(from_decoded.get(Feature::Cls), from_raw.get(Feature::Cls));
+//! # Ok::<(), vitmsn::Error>(())
+//! ```
+//!
+//! A classifier checkpoint answers with labels from its `id2label`:
+//!
+//! ```
+//! use vitmsn::pipeline::Pipeline;
+//! use vitmsn::{BackendKind, BackendOptions};
+//!
+//! let mut pipeline = Pipeline::from_dir(
+//!     "tests/fixtures/classifier_ce/model",
+//!     BackendKind::Scalar,
+//!     &BackendOptions::default(),
+//! )?;
+//! let top = pipeline.classify(&["samples/query/cat/cat-1.jpg"], 2)?;
+//! for prediction in &top[0] {
+//!     println!("{} {:.3}", prediction.label, prediction.probability);
+//! }
+//! assert!(top[0][0].probability >= top[0][1].probability);
 //! # Ok::<(), vitmsn::Error>(())
 //! ```
 
