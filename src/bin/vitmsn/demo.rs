@@ -49,14 +49,6 @@ const SAMPLES: [(&str, &str, &str, &[u8]); 12] = {
 
 const CLASSES: [&str; 4] = ["astronaut", "cat", "coffee", "rocket"];
 
-/// What one backend made of the samples.
-struct Run {
-    name: String,
-    embeddings: Tensor,
-    predictions: Vec<usize>,
-    ms_per_image: f64,
-}
-
 pub fn run(a: &DemoArgs) -> Result<()> {
     let (config, weights, preprocessing) = match &a.model {
         Some(dir) => {
@@ -98,7 +90,14 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         &pixels.shape[1..]
     );
 
-    let mut runs: Vec<Run> = Vec::new();
+    println!(
+        "{:<14} {:>10} {:>22} {:>9}  query predictions",
+        "backend", "ms/image", "max diff vs scalar", "accuracy"
+    );
+    let classes = CLASSES.map(String::from).to_vec();
+    let queries = &labels[support..];
+    // The scalar run, first whenever it runs, is what the others are compared with.
+    let mut reference: Option<Tensor> = None;
     for (kind, isa) in backends(a)? {
         let options = BackendOptions {
             isa,
@@ -107,7 +106,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         let backend = match backend::create(kind, &options) {
             Ok(b) => b,
             Err(e) if a.backends.is_empty() => {
-                println!("{}: skipped ({e})", kind.name());
+                println!("{:<14} skipped: {e}", kind.name());
                 continue;
             }
             Err(e) => return Err(e),
@@ -128,58 +127,33 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         let ms_per_image = start.elapsed().as_secs_f64() * 1e3 / SAMPLES.len() as f64;
         let embeddings = embeddings.get(Feature::Cls).expect("asked for").clone();
         let dim = embeddings.shape[1];
-        let support_rows = Tensor::new(
-            vec![support, dim],
-            embeddings.data[..support * dim].to_vec(),
-        );
-        let query_rows = Tensor::new(
-            vec![SAMPLES.len() - support, dim],
-            embeddings.data[support * dim..].to_vec(),
-        );
-        let classes = CLASSES.map(String::from).to_vec();
+        let rows = |range: std::ops::Range<usize>| {
+            Tensor::new(
+                vec![range.len(), dim],
+                embeddings.data[range.start * dim..range.end * dim].to_vec(),
+            )
+        };
         let fewshot = FewShot::fit(
             Method::Prototype,
-            classes,
-            &support_rows,
+            classes.clone(),
+            &rows(0..support),
             &labels[..support],
         )?;
-        let predictions = fewshot
-            .predict(&query_rows)?
-            .into_iter()
-            .map(|p| p.class)
-            .collect();
-        runs.push(Run {
-            name,
-            embeddings,
-            predictions,
-            ms_per_image,
-        });
-    }
-
-    let reference = runs.iter().find(|r| r.name == "scalar");
-    println!(
-        "{:<14} {:>10} {:>22} {:>9}  query predictions",
-        "backend", "ms/image", "max diff vs scalar", "accuracy"
-    );
-    for run in &runs {
-        let difference = reference.map_or("(no scalar run)".to_string(), |r| {
-            format!(
-                "{:.2e}",
-                relative_difference(&run.embeddings, &r.embeddings)
-            )
-        });
-        let queries = &labels[support..];
-        let correct = run
-            .predictions
+        let predictions = fewshot.predict(&rows(support..SAMPLES.len()))?;
+        let correct = predictions
             .iter()
             .zip(queries)
-            .filter(|(p, t)| p == t)
+            .filter(|(p, &t)| p.class == t)
             .count();
-        let predicted: Vec<&str> = run.predictions.iter().map(|&p| CLASSES[p]).collect();
+        let predicted: Vec<&str> = predictions.iter().map(|p| CLASSES[p.class]).collect();
+        if kind == BackendKind::Scalar && reference.is_none() {
+            reference = Some(embeddings.clone());
+        }
+        let difference = reference.as_ref().map_or("(no scalar run)".to_string(), |r| {
+            format!("{:.2e}", relative_difference(&embeddings, r))
+        });
         println!(
-            "{:<14} {:>10.1} {difference:>22} {:>9}  {}",
-            run.name,
-            run.ms_per_image,
+            "{name:<14} {ms_per_image:>10.1} {difference:>22} {:>9}  {}",
             format!("{correct}/{}", queries.len()),
             predicted.join(", ")
         );
