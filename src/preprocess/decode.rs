@@ -1,16 +1,19 @@
 //! Bytes to 8-bit RGB as Pillow's `Image.open(f).convert("RGB")` gives them.
 //!
 //! The format is recognised from the content. The declared size is read from the header and
-//! checked against the pixel limit before any pixel buffer exists. Where the `image` crate's
-//! conversion to 8-bit RGB differs from Pillow's, the samples are converted here instead:
-//! 16-bit samples keep their high byte (Pillow's `;16B` raw modes) except 16-bit gray, which
-//! Pillow opens as `I;16` and clips at 255; CMYK uses Pillow's `cmyk2rgb`; a GIF's first frame
-//! is read as palette indices so that a transparent index still shows its palette colour.
+//! checked against the pixel limit before any pixel buffer exists. JPEG is decoded by libjpeg-turbo's
+//! C code (through the `mozjpeg` crate) as Pillow decodes it, so its pixels are Pillow's bit for
+//! bit. Where the `image` crate's conversion to 8-bit RGB differs from Pillow's, the samples are
+//! converted here instead: 16-bit samples keep their high byte (Pillow's `;16B` raw modes) except
+//! 16-bit gray, which Pillow opens as `I;16` and clips at 255; CMYK uses Pillow's `cmyk2rgb`; a
+//! GIF's first frame is read as palette indices so that a transparent index still shows its
+//! palette colour.
 
 use super::Rgb8;
 use crate::error::{Error, Result};
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
-use std::io::Cursor;
+use std::cell::Cell;
+use std::io::{BufRead, Cursor, Read};
 
 /// Decodes `bytes` (named `name` in errors) to RGB, refusing more than `max_pixels` pixels.
 pub(crate) fn decode(bytes: &[u8], name: &str, max_pixels: u64) -> Result<Rgb8> {
@@ -22,14 +25,13 @@ pub(crate) fn decode(bytes: &[u8], name: &str, max_pixels: u64) -> Result<Rgb8> 
         .map_err(|_| fail("not an image (unrecognised content)".into()))?;
     match format {
         ImageFormat::Gif => decode_gif(bytes, max_pixels).map_err(fail),
+        ImageFormat::Jpeg => decode_jpeg(bytes, max_pixels).map_err(fail),
         ImageFormat::Tiff if is_cmyk_tiff(bytes) => {
             decode_cmyk_tiff(bytes, max_pixels).map_err(fail)
         }
-        ImageFormat::Jpeg
-        | ImageFormat::Png
-        | ImageFormat::WebP
-        | ImageFormat::Bmp
-        | ImageFormat::Tiff => decode_with_image(bytes, format, max_pixels).map_err(fail),
+        ImageFormat::Png | ImageFormat::WebP | ImageFormat::Bmp | ImageFormat::Tiff => {
+            decode_with_image(bytes, format, max_pixels).map_err(fail)
+        }
         other => Err(fail(format!(
             "{} images are not supported (JPEG, PNG, WebP, BMP, GIF, TIFF are)",
             other
@@ -162,6 +164,108 @@ fn gray_of<T: Copy>(samples: &[T], channels: usize, to_u8: impl Fn(T) -> u8) -> 
         .collect()
 }
 
+/// A JPEG as Pillow's `Image.open(f).convert("RGB")`: libjpeg's default decoding (the accurate
+/// integer IDCT, smooth chroma upsampling) to RGB, or for a four-channel JPEG to CMYK, which
+/// Pillow takes as Adobe's inverted CMYK and converts with `cmyk2rgb`. A stream that ends early
+/// is refused, as Pillow refuses it ("image file is truncated"), where libjpeg would pad it.
+fn decode_jpeg(bytes: &[u8], max_pixels: u64) -> Result<Rgb8, String> {
+    let read_past_end = Cell::new(false);
+    // The mozjpeg crate reports libjpeg's fatal errors by unwinding out of the C code (built
+    // for it) with the message as payload; nothing is left half-updated that is used after.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode_jpeg_unguarded(bytes, max_pixels, &read_past_end)
+    }));
+    let truncated = |why: &str| format!("truncated or corrupt image (JPEG data ends early: {why})");
+    match decoded {
+        Ok(Ok(_)) if read_past_end.get() => {
+            Err(truncated("the data stops before the end-of-image marker"))
+        }
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("libjpeg failed");
+            let message = message.trim_start_matches("libjpeg fatal error: ");
+            if read_past_end.get() {
+                Err(truncated(message))
+            } else {
+                Err(format!("cannot decode ({message})"))
+            }
+        }
+    }
+}
+
+fn decode_jpeg_unguarded(
+    bytes: &[u8],
+    max_pixels: u64,
+    read_past_end: &Cell<bool>,
+) -> Result<Rgb8, String> {
+    let io_error = |e: std::io::Error| format!("cannot decode ({e})");
+    let source = JpegSource {
+        data: bytes,
+        read_past_end,
+    };
+    // Reads the header only; nothing the size of the image is allocated before the check.
+    let decompress = mozjpeg::Decompress::new_reader(source).map_err(io_error)?;
+    let (width, height) = decompress.size();
+    check_pixels(width as u64, height as u64, max_pixels)?;
+    let data = if decompress.components().len() == 4 {
+        let mut started = decompress
+            .to_colorspace(mozjpeg::ColorSpace::JCS_CMYK)
+            .map_err(io_error)?;
+        let mut cmyk: Vec<u8> = started.read_scanlines().map_err(io_error)?;
+        started.finish().map_err(io_error)?;
+        // Pillow's `CMYK;I` raw mode: Adobe writes CMYK inverted.
+        cmyk.iter_mut().for_each(|v| *v = 255 - *v);
+        cmyk_to_rgb(&cmyk)
+    } else {
+        let mut started = decompress.rgb().map_err(io_error)?;
+        let rgb: Vec<u8> = started.read_scanlines().map_err(io_error)?;
+        started.finish().map_err(io_error)?;
+        rgb
+    };
+    if data.len() != width * height * 3 {
+        return Err("truncated or corrupt image (short JPEG data)".into());
+    }
+    Ok(Rgb8 {
+        width,
+        height,
+        data,
+    })
+}
+
+/// The JPEG bytes for libjpeg, noting when it asks for more after the end: libjpeg then
+/// pretends the stream ended properly and fills the rest of the image with gray.
+struct JpegSource<'a> {
+    data: &'a [u8],
+    read_past_end: &'a Cell<bool>,
+}
+
+impl Read for JpegSource<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.data.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.read_past_end.set(true);
+        }
+        Ok(n)
+    }
+}
+
+impl BufRead for JpegSource<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.data.is_empty() {
+            self.read_past_end.set(true);
+        }
+        Ok(self.data)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.data = &self.data[n.min(self.data.len())..];
+    }
+}
+
 /// Pillow's `cmyk2rgb`: each channel is `(255 - k) - round(c * (255 - k) / 255)`.
 fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
     let muldiv255 = |a: u32, b: u32| {
@@ -218,11 +322,17 @@ fn decode_cmyk_tiff(bytes: &[u8], max_pixels: u64) -> Result<Rgb8, String> {
 /// transparent index (else index 0) where the frame does not cover it, each index shown as its
 /// palette colour (the frame's own palette, else the global one; gray when there is none).
 fn decode_gif(bytes: &[u8], max_pixels: u64) -> Result<Rgb8, String> {
-    let gif_error = |e: gif::DecodingError| match e {
-        gif::DecodingError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+    let gif_error = |e: gif::DecodingError| {
+        let short = match &e {
+            gif::DecodingError::Io(e) => e.kind() == std::io::ErrorKind::UnexpectedEof,
+            // The gif crate reports a stream that stops mid-frame as a format error.
+            e => e.to_string().to_lowercase().contains("end of file"),
+        };
+        if short {
             format!("truncated or corrupt image ({e})")
+        } else {
+            format!("cannot decode ({e})")
         }
-        e => format!("cannot decode ({e})"),
     };
     let mut options = gif::DecodeOptions::new();
     options.set_color_output(gif::ColorOutput::Indexed);
