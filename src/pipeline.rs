@@ -22,8 +22,9 @@
 //! let embeddings = pipeline.embed(&files, &[Feature::Cls, Feature::ClsPrenorm])?;
 //! assert_eq!(embeddings.get(Feature::Cls).unwrap().shape, [2, 32]);
 //!
-//! // The same from decoded images, or from raw RGB bytes.
-//! let decoded = image::open("samples/query/cat/cat-1.jpg").unwrap();
+//! // The same from decoded images, or from raw RGB bytes. (vitmsn decodes JPEG itself with
+//! // libjpeg-turbo's code; to decode JPEGs with the `image` crate, enable its `jpeg` feature.)
+//! let decoded = image::open("tests/fixtures/images/coffee_rgb_120x80.png").unwrap();
 //! let from_decoded = pipeline.embed(&[&decoded], &[Feature::Cls])?;
 //! let rgb = decoded.to_rgb8();
 //! let raw = Rgb8 { width: rgb.width() as usize, height: rgb.height() as usize, data: rgb.as_raw() };

@@ -75,35 +75,8 @@ fn decode_with_image(bytes: &[u8], format: ImageFormat, max_pixels: u64) -> Resu
     };
     let (width, height) = reader(bytes).into_dimensions().map_err(describe)?;
     check_pixels(width.into(), height.into(), max_pixels)?;
-    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
-        // The decoder would fill the missing rows with gray; Pillow refuses such a file.
-        return Err("truncated image (the JPEG data ends before its end marker)".into());
-    }
     let image = reader(bytes).decode().map_err(describe)?;
     Ok(to_rgb(&image))
-}
-
-/// Whether a JPEG's data reaches its end-of-image marker. The marker segments are walked
-/// up to the first start-of-scan, so an EXIF thumbnail's own markers do not count; after
-/// it, entropy-coded data never holds `FF D9` (a data `FF` is followed by `00`).
-fn jpeg_is_complete(bytes: &[u8]) -> bool {
-    const START_OF_SCAN: u8 = 0xDA;
-    const END_OF_IMAGE: u8 = 0xD9;
-    let mut at = 2; // past the start-of-image marker
-    while let Some(&[0xFF, marker, high, low]) = bytes.get(at..at + 4) {
-        match marker {
-            // Fill bytes, and markers without a length.
-            0xFF => at += 1,
-            0x01 | 0xD0..=0xD7 => at += 2,
-            START_OF_SCAN => {
-                return bytes[at + 2..]
-                    .windows(2)
-                    .any(|w| w == [0xFF, END_OF_IMAGE]);
-            }
-            _ => at += 2 + usize::from(u16::from_be_bytes([high, low])),
-        }
-    }
-    false
 }
 
 /// An `image` error as a reason: a short stream is called truncated.

@@ -149,9 +149,11 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         if kind == BackendKind::Scalar && reference.is_none() {
             reference = Some(embeddings.clone());
         }
-        let difference = reference.as_ref().map_or("(no scalar run)".to_string(), |r| {
-            format!("{:.2e}", relative_difference(&embeddings, r))
-        });
+        let difference = reference
+            .as_ref()
+            .map_or("(no scalar run)".to_string(), |r| {
+                format!("{:.2e}", relative_difference(&embeddings, r))
+            });
         println!(
             "{name:<14} {ms_per_image:>10.1} {difference:>22} {:>9}  {}",
             format!("{correct}/{}", queries.len()),
