@@ -25,6 +25,10 @@ pub trait Backend {
     fn isa(&self) -> Option<Isa> {
         None
     }
+    /// The device it computes on when that is not this CPU's cores: a GPU adapter.
+    fn device(&self) -> Option<Device> {
+        None
+    }
     /// Whether `run` has finished the op when it returns, so timing it times the op. A
     /// backend that only records ops and runs them all in `read` says no.
     fn runs_ops_when_called(&self) -> bool {
@@ -41,6 +45,16 @@ pub trait Backend {
     fn run(&mut self, op: &Op, inputs: &[Slot], outputs: &[Slot]) -> Result<()>;
     /// Finishes every recorded op and returns the first `len` values of each slot.
     fn read(&mut self, requests: &[(Slot, usize)]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// A device a backend computes on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    /// The adapter's name, API and kind, e.g. "NVIDIA H200 (Vulkan, DiscreteGpu)".
+    pub name: String,
+    /// A software implementation on the CPU (such as Mesa's lavapipe): correct, but its
+    /// timings are not a GPU's.
+    pub software: bool,
 }
 
 /// The backends a user can ask for by name.

@@ -10,6 +10,8 @@ pub(super) struct GpuContext {
     pub queue: wgpu::Queue,
     pub limits: wgpu::Limits,
     pub adapter_name: String,
+    /// Whether the adapter is a software one running on the CPU.
+    pub software: bool,
     /// The first error wgpu reported since the last `check`.
     errors: Arc<Mutex<Option<String>>>,
 }
@@ -58,6 +60,7 @@ impl GpuContext {
             queue,
             limits,
             adapter_name,
+            software: info.device_type == wgpu::DeviceType::Cpu,
             errors,
         })
     }

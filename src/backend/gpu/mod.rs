@@ -106,6 +106,13 @@ impl Backend for GpuBackend {
         "gpu"
     }
 
+    fn device(&self) -> Option<super::Device> {
+        Some(super::Device {
+            name: self.ctx.adapter_name.clone(),
+            software: self.ctx.software,
+        })
+    }
+
     /// Ops are recorded in `run` and submitted together in `read`.
     fn runs_ops_when_called(&self) -> bool {
         false

@@ -116,7 +116,7 @@ pub struct DemoArgs {
     /// A checkpoint folder; without it, the vit-msn-small architecture with random weights
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Only these backends (comma-separated: scalar, cpu, gpu) [default: every one this machine has]
+    /// Only these backends (comma-separated: scalar, cpu, gpu) [default: every one this machine has, but a software GPU adapter]
     #[arg(long, value_delimiter = ',', value_parser = parse_backend)]
     pub backends: Vec<BackendKind>,
 }

@@ -1,6 +1,7 @@
 //! `vitmsn demo`: the bundled sample photos embedded and few-shot classified on every
 //! backend this machine has, each compared with the scalar reference. Runs on a fresh
-//! clone: the photos are compiled in, and without `--model` the weights are random.
+//! clone: the photos are compiled in, and without `--model` the weights are random. A
+//! software GPU adapter (lavapipe) runs only when asked for: it takes minutes here.
 
 use crate::args::DemoArgs;
 use std::time::Instant;
@@ -111,10 +112,20 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             }
             Err(e) => return Err(e),
         };
+        let software = backend.device().filter(|d| d.software);
+        if let (Some(device), true) = (&software, a.backends.is_empty()) {
+            println!(
+                "{:<14} skipped: {} is a software adapter on this CPU (slow, and not GPU speed); --backends gpu runs it",
+                kind.name(),
+                device.name
+            );
+            continue;
+        }
         let mut model = ViTMSN::new(config.clone(), &weights, backend)?;
-        let name = match model.backend_isa() {
-            Some(isa) => format!("{} ({})", kind.name(), isa.name()),
-            None => kind.name().to_string(),
+        let name = match (model.backend_isa(), software) {
+            (Some(isa), _) => format!("{} ({})", kind.name(), isa.name()),
+            (None, Some(_)) => format!("{} (software)", kind.name()),
+            (None, None) => kind.name().to_string(),
         };
         // One warm-up image, so the timing leaves out one-time setup.
         let first = Tensor::new(
