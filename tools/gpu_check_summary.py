@@ -70,7 +70,12 @@ def main():
 
     for key in sorted(set(bench) & set(torch), key=str):
         ratio = bench[key]["images_per_s"] / torch[key]["images_per_s"]
-        print(f"vitmsn / torch {key[0]} b{key[1]} {key[2]}: {ratio:.3g}x images/s")
+        line = f"vitmsn / torch {key[0]} b{key[1]} {key[2]}: {ratio:.3g}x images/s"
+        with_copies = torch[key].get("median_ms_with_host_copies")
+        if with_copies:
+            # vitmsn bench's forwards include the host copies; torch's first figure does not.
+            line += f" ({bench[key]['images_per_s'] * with_copies / 1e3 / key[1]:.3g}x against torch with host copies)"
+        print(line)
 
     for r in rows(os.path.join(d, "gemm.jsonl")) + [
         r for r in rows(os.path.join(d, "torch.jsonl")) if r.get("engine") == "torch-gemm"

@@ -7,7 +7,9 @@ One JSON object a line on stdout:
 - "engine": "torch" rows: whole forwards of a randomly initialised ViTMSNModel
   (transformers, its default attention) or, without transformers, of a plain torch ViT
   encoder with the same shapes; median of --iters forwards after --warmup, timed with
-  the device synchronised around each forward;
+  the device synchronised around each forward, pixels already on the device; and
+  "median_ms_with_host_copies", pixels from and last_hidden_state back to host memory,
+  as `vitmsn bench` times its forwards;
 - "engine": "torch-gemm" rows: F.linear (with bias) on the encoder's four linear shapes
   at m = batch * tokens, CUDA events around --gemm-repeat products.
 
@@ -146,6 +148,16 @@ def time_forwards(torch, model, arch, batch, dtype, device, warmup, iters):
             model(pixel_values=x)
             sync(torch, device)
             times.append((time.perf_counter() - start) * 1e3)
+        # As `vitmsn bench` times a forward: pixels from host memory, last_hidden_state
+        # back to it.
+        x_host = x.cpu()
+        copies = []
+        for _ in range(max(3, iters // 2)):
+            start = time.perf_counter()
+            out = model(pixel_values=x_host.to(device))
+            hidden = out if isinstance(out, torch.Tensor) else out.last_hidden_state
+            hidden.cpu()
+            copies.append((time.perf_counter() - start) * 1e3)
     median = statistics.median(times)
     gflop = flops_per_image(arch) / 1e9
     return {
@@ -154,6 +166,7 @@ def time_forwards(torch, model, arch, batch, dtype, device, warmup, iters):
         "images_per_s": round(batch / (median / 1e3), 3),
         "gflop_per_image": round(gflop, 3),
         "tflop_per_s": round(gflop * batch / median, 3),  # GFLOP per ms = TFLOP/s
+        "median_ms_with_host_copies": round(statistics.median(copies), 3),
     }
 
 
