@@ -18,7 +18,7 @@
 # adapters.jsonl (examples/gpu_adapters.rs), tests.txt (tests/gpu_parity.rs and
 # tests/gpu_kernels.rs), bench.jsonl (`vitmsn bench --json`, with "precision" added),
 # gemm.jsonl (examples/gpu_gemm.rs), torch.jsonl (tools/gpu_torch_bench.py), log.txt
-# (everything the steps printed on stderr).
+# (each step's command line and the stderr of those that write JSON).
 
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -232,7 +232,6 @@ run_check() {
     step "gpu_parity (every fixture, f32 1e-4, f16 2e-2)" 180 "$DIR/tests.txt" \
         env CI=true "$BIN/gpu_parity" --nocapture
 
-    local archs batches iters_small iters_large
     if [ "$MODE" = device ]; then
         # The goals' rows first, so a short run still has them.
         for p in f32 f16; do bench vit-msn-base 64 $p 10; done
