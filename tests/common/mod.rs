@@ -8,8 +8,13 @@ use vitmsn::io::read_inputs;
 use vitmsn::safetensors_file::SafetensorsFile;
 use vitmsn::{BackendKind, BackendOptions, ForwardOutput, Tensor, ViTMSN};
 
+/// `tests/fixtures` of this checkout, or `VITMSN_FIXTURES` where set: a test binary copied
+/// to another machine (tools/gpu_check.sh) finds the fixtures of the tree it runs in.
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    match std::env::var_os("VITMSN_FIXTURES") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
+    }
 }
 
 /// Every fixture case directory, sorted.
