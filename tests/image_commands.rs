@@ -653,3 +653,30 @@ fn demo_runs_with_no_arguments_beyond_the_backend() {
         "{stdout}"
     );
 }
+
+/// A GPU run prints what it wrote and nothing else: no Vulkan loader noise on stderr, even
+/// without `XDG_RUNTIME_DIR`, whose absence makes Mesa complain twice per run.
+#[cfg(feature = "gpu")]
+#[test]
+fn gpu_runs_are_quiet_and_forward_summarises_its_outputs() {
+    if !common::gpu_ready(&vitmsn::BackendOptions::default()) {
+        return;
+    }
+    let dir = TempDir::new("gpu-quiet");
+    let output = dir.path().join("out.safetensors").display().to_string();
+    let case = common::fixtures_dir().join("classifier_ce");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vitmsn"))
+        .args(["forward", "--model", &model("classifier_ce"), "--input"])
+        .arg(case.join("inputs.safetensors"))
+        .args(["--output", &output, "--backend", "gpu"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "", "a GPU run wrote to stderr");
+    // The tensors written with their shapes, and each image's top label.
+    for line in ["logits [2, 5]", "loss []", "image 0: ", "image 1: "] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
+}
