@@ -637,7 +637,8 @@ fn fewshot_classifies_a_set_whose_answer_is_known() {
 }
 
 /// The demo on the cpu backend's kernels only (the scalar reference on vit-msn-small is
-/// slow in a test build): random weights said plainly, a row per instruction set.
+/// slow in a test build): random weights said plainly, a row per instruction set; then on
+/// a small checkpoint, where every backend agrees with the scalar reference.
 #[test]
 fn demo_runs_with_no_arguments_beyond_the_backend() {
     let (stdout, _) = succeed(&["demo", "--backends", "cpu"]);
@@ -652,6 +653,27 @@ fn demo_runs_with_no_arguments_beyond_the_backend() {
         rows,
         "{stdout}"
     );
+
+    // With a checkpoint: its own weights, every backend asked for compared with scalar.
+    let (stdout, _) = succeed(&[
+        "demo",
+        "--model",
+        &model("base_all_outputs"),
+        "--backends",
+        "scalar,cpu",
+    ]);
+    assert!(!stdout.contains("random weights"), "{stdout}");
+    let table: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("scalar ") || l.starts_with("cpu ("))
+        .collect();
+    assert_eq!(table.len(), 1 + rows, "{stdout}");
+    for row in table {
+        // backend (14 columns), ms/image, max diff vs scalar, accuracy, predictions
+        let fields: Vec<&str> = row[14..].split_whitespace().collect();
+        let difference: f32 = fields[1].parse().unwrap();
+        assert!(difference <= 1e-5, "{row}");
+    }
 }
 
 /// A GPU run prints what it wrote and nothing else: no Vulkan loader noise on stderr, even
