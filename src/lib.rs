@@ -22,6 +22,7 @@ pub mod io;
 pub mod loss;
 pub mod model;
 pub mod pipeline;
+pub mod plan;
 pub mod predict;
 pub mod preprocess;
 pub mod safetensors_file;

@@ -4,10 +4,11 @@
 use crate::backend::{self, Backend, BackendKind, BackendOptions};
 use crate::config::ViTMSNConfig;
 use crate::error::{Error, Result};
-use crate::executor::{CompiledGraph, Executor, OpTime};
+use crate::executor::{Executor, OpTime};
 use crate::graph::{ConstId, ConstRole, Constant, Graph, Op, ValueId};
 use crate::interpolate;
 use crate::loss::{self, Labels};
+use crate::plan::CompiledGraph;
 use crate::predict::{Embeddings, Feature, Prediction};
 use crate::tensor::{F32Data, Tensor};
 use crate::weights::Weights;

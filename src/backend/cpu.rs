@@ -6,8 +6,8 @@
 use super::host::{self, HostSlots};
 use super::Backend;
 use crate::error::{Error, Result};
-use crate::executor::{Plan, Slot};
 use crate::graph::{ConstRole, Constant, Graph, Op};
+use crate::plan::{Plan, Slot};
 use vitmsn_kernels::attention::{self, AttentionScratch};
 use vitmsn_kernels::gemm::{gemm_packed, PackedWeights};
 use vitmsn_kernels::threads::{RowBlockFn, ThreadPool};

@@ -1,7 +1,7 @@
 //! Slot buffers in host memory, shared by the CPU-side backends.
 
-use crate::executor::{Plan, Slot};
 use crate::graph::{ConstId, Op};
+use crate::plan::{Plan, Slot};
 use vitmsn_kernels::aligned::AlignedVec;
 use vitmsn_kernels::scalar;
 use vitmsn_kernels::threads::RowBlockFn;

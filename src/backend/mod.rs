@@ -2,8 +2,8 @@
 //! buffers and runs one op at a time.
 
 use crate::error::{Error, Result};
-use crate::executor::{Plan, Slot};
 use crate::graph::{Constant, Graph, Op};
+use crate::plan::{Plan, Slot};
 use vitmsn_kernels::Isa;
 
 pub mod cpu;

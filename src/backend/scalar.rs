@@ -4,8 +4,8 @@
 use super::host::{self, HostSlots};
 use super::Backend;
 use crate::error::Result;
-use crate::executor::{Plan, Slot};
 use crate::graph::{Constant, Graph, Op};
+use crate::plan::{Plan, Slot};
 use vitmsn_kernels::scalar;
 use vitmsn_kernels::Epilogue;
 

@@ -12,8 +12,8 @@ mod storage;
 
 use super::{Backend, BackendOptions, Precision};
 use crate::error::{Error, Result};
-use crate::executor::{Plan, Slot};
 use crate::graph::{Constant, Graph, Op};
+use crate::plan::{Plan, Slot};
 use context::GpuContext;
 use ops::{Dispatch, Planner};
 use pipelines::PipelineCache;

@@ -4,8 +4,8 @@
 use super::context::GpuContext;
 use super::pipelines::{self, PipelineCache, ShaderVariant};
 use crate::error::{Error, Result};
-use crate::executor::Slot;
 use crate::graph::Op;
+use crate::plan::Slot;
 use vitmsn_kernels::{Activation, AttentionShape};
 use wgpu::util::DeviceExt;
 
