@@ -6,6 +6,7 @@ use crate::executor::OpTime;
 use crate::model::{ForwardInput, ViTMSN};
 use crate::tensor::Tensor;
 use crate::Isa;
+use serde::Serialize;
 use std::time::Instant;
 
 /// The published ViTMSN architectures, by the name `--arch` takes.
@@ -55,7 +56,7 @@ pub fn flops_per_image(c: &ViTMSNConfig) -> f64 {
 }
 
 /// Timings of `iters` forwards of one batch.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
     pub model: String,
     pub backend: String,
@@ -70,11 +71,12 @@ pub struct BenchReport {
     pub gflop_per_image: f64,
     pub gflop_per_s: f64,
     /// Where a forward's time goes, by kind of op, when the bench was profiled.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ops: Vec<OpProfile>,
 }
 
 /// One kind of op in a profiled bench, timed in the same forwards as the whole.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct OpProfile {
     /// `Op::name`.
     pub op: &'static str,
@@ -89,26 +91,7 @@ pub struct OpProfile {
 impl BenchReport {
     /// One line of JSON; `ops` appears only when the bench was profiled.
     pub fn to_json(&self) -> String {
-        let ops = if self.ops.is_empty() {
-            String::new()
-        } else {
-            let entries: Vec<String> = self
-                .ops
-                .iter()
-                .map(|o| {
-                    let rate = o.gflop_per_s.map_or("null".into(), |r| format!("{r:.2}"));
-                    format!(
-                        "{{\"op\":{:?},\"count\":{},\"ms\":{:.3},\"gflop_per_s\":{rate}}}",
-                        o.op, o.count, o.ms
-                    )
-                })
-                .collect();
-            format!(",\"ops\":[{}]", entries.join(","))
-        };
-        format!(
-            "{{\"model\":{:?},\"backend\":{:?},\"isa\":{},\"threads\":{},\"batch\":{},\"iters\":{},\"median_ms\":{:.3},\"min_ms\":{:.3},\"images_per_s\":{:.3},\"gflop_per_image\":{:.3},\"gflop_per_s\":{:.2}{ops}}}",
-            self.model, self.backend, self.isa.map_or("null".to_string(), |isa| format!("{isa:?}")), self.threads, self.batch, self.iters, self.median_ms, self.min_ms, self.images_per_s, self.gflop_per_image, self.gflop_per_s
-        )
+        serde_json::to_string(self).expect("a bench report serialises")
     }
 }
 

@@ -123,7 +123,7 @@ impl Op {
                 dim,
                 ..
             } => product(
-                batch * (height / patch) * (width / patch),
+                patch_rows(batch, height, width, patch),
                 dim,
                 channels * patch * patch,
             ),
@@ -135,6 +135,13 @@ impl Op {
             _ => None,
         }
     }
+}
+
+/// The rows of a patch embedding: one per `patch` x `patch` tile of each of `batch` images
+/// of `height` x `width` (the sizes are multiples of `patch`, or the remainder is cut off,
+/// as PyTorch's strided convolution does). It is the GEMM's M.
+pub fn patch_rows(batch: usize, height: usize, width: usize, patch: usize) -> usize {
+    batch * (height / patch) * (width / patch)
 }
 
 #[derive(Clone, Debug)]

@@ -5,7 +5,7 @@ use crate::backend::{self, Backend, BackendKind, BackendOptions};
 use crate::config::ViTMSNConfig;
 use crate::error::{Error, Result};
 use crate::executor::{Executor, OpTime};
-use crate::graph::{ConstId, ConstRole, Constant, Graph, Op, ValueId};
+use crate::graph::{patch_rows, ConstId, ConstRole, Constant, Graph, Op, ValueId};
 use crate::interpolate;
 use crate::loss::{self, Labels};
 use crate::plan::CompiledGraph;
@@ -159,7 +159,7 @@ struct ForwardShape {
 
 impl ForwardShape {
     fn patches(&self, patch: usize) -> usize {
-        (self.height / patch) * (self.width / patch)
+        patch_rows(1, self.height, self.width, patch)
     }
 }
 

@@ -6,7 +6,7 @@
 use super::host::{self, HostSlots};
 use super::Backend;
 use crate::error::{Error, Result};
-use crate::graph::{ConstRole, Constant, Graph, Op};
+use crate::graph::{patch_rows, ConstRole, Constant, Graph, Op};
 use crate::plan::{Plan, Slot};
 use vitmsn_kernels::attention::{self, AttentionScratch};
 use vitmsn_kernels::gemm::{gemm_packed, PackedWeights};
@@ -95,7 +95,7 @@ impl Backend for CpuBackend {
                     ..
                 } => {
                     self.patches.resize(
-                        batch * (height / patch) * (width / patch) * channels * patch * patch,
+                        patch_rows(batch, height, width, patch) * channels * patch * patch,
                         0.0,
                     );
                 }
@@ -138,7 +138,7 @@ impl Backend for CpuBackend {
                 bias,
                 ..
             } => {
-                let rows = batch * (height / patch) * (width / patch);
+                let rows = patch_rows(batch, height, width, patch);
                 let row_len = channels * patch * patch;
                 let pixels = input.get(0);
                 pool.split_rows(&mut patches[..rows * row_len], row_len, &|first, block| {

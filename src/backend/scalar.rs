@@ -4,7 +4,7 @@
 use super::host::{self, HostSlots};
 use super::Backend;
 use crate::error::Result;
-use crate::graph::{Constant, Graph, Op};
+use crate::graph::{patch_rows, Constant, Graph, Op};
 use crate::plan::{Plan, Slot};
 use vitmsn_kernels::scalar;
 use vitmsn_kernels::Epilogue;
@@ -53,7 +53,7 @@ impl Backend for ScalarBackend {
                 bias,
             } => {
                 let (rows, k) = (
-                    batch * (height / patch) * (width / patch),
+                    patch_rows(batch, height, width, patch),
                     channels * patch * patch,
                 );
                 patches.resize(rows * k, 0.0);

@@ -4,7 +4,7 @@
 use super::context::GpuContext;
 use super::pipelines::{self, PipelineCache, ShaderVariant};
 use crate::error::{Error, Result};
-use crate::graph::Op;
+use crate::graph::{patch_rows, Op};
 use crate::plan::Slot;
 use vitmsn_kernels::{Activation, AttentionShape};
 use wgpu::util::DeviceExt;
@@ -118,7 +118,7 @@ impl Planner<'_> {
                 weight,
                 bias,
             } => {
-                let m = batch * (height / patch) * (width / patch);
+                let m = patch_rows(batch, height, width, patch);
                 let im2col = Some(PatchGeometry {
                     channels,
                     height,
