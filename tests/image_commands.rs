@@ -547,25 +547,28 @@ fn fewshot_classifies_a_set_whose_answer_is_known() {
     let support = dir.path().join("support").display().to_string();
     let query = dir.path().join("query").display().to_string();
     let base = model("base_all_outputs");
-    for (method, features) in [
-        ("prototype", "cls"),
-        ("prototype", "cls_prenorm"),
-        ("logistic", "cls"),
-    ] {
-        let (stdout, _) = succeed(&[
+    let fewshot = |query: &str, extra: &[&str]| {
+        let mut args = vec![
             "fewshot",
             "--model",
             &base,
             "--support",
             &support,
             "--query",
+            query,
+        ];
+        args.extend(extra);
+        succeed(&args).0
+    };
+    for (method, features) in [
+        ("prototype", "cls"),
+        ("prototype", "cls_prenorm"),
+        ("logistic", "cls"),
+    ] {
+        let stdout = fewshot(
             &query,
-            "--method",
-            method,
-            "--features",
-            features,
-            "--json",
-        ]);
+            &["--method", method, "--features", features, "--json"],
+        );
         let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
         assert_eq!(
             json["classes"],
@@ -585,29 +588,12 @@ fn fewshot_classifies_a_set_whose_answer_is_known() {
     }
 
     // Text output: a line per query and the accuracy; a query given as files has none.
-    let (stdout, _) = succeed(&[
-        "fewshot",
-        "--model",
-        &base,
-        "--support",
-        &support,
-        "--query",
-        &query,
-    ]);
+    let stdout = fewshot(&query, &[]);
     assert!(
         stdout.contains("accuracy") && stdout.contains("4/4"),
         "{stdout}"
     );
-    let (stdout, _) = succeed(&[
-        "fewshot",
-        "--model",
-        &base,
-        "--support",
-        &support,
-        "--query",
-        &sample("query/cat/cat-1.jpg"),
-        "--json",
-    ]);
+    let stdout = fewshot(&sample("query/cat/cat-1.jpg"), &["--json"]);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(json["accuracy"], serde_json::Value::Null);
     assert_eq!(json["predictions"].as_array().unwrap().len(), 1);
