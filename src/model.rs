@@ -722,7 +722,7 @@ impl ViTMSN {
     pub fn classify(&mut self, pixel_values: Tensor, top_k: usize) -> Result<Vec<Vec<Prediction>>> {
         if !self.is_classifier() {
             return Err(Error::Input(
-                "the model has no classification head (config.json names no *ForImageClassification and there is no classifier.weight)".into(),
+                "the model has no classification head (config.json names no *ForImageClassification and there is no classifier.weight): it gives embeddings (vitmsn embed, or fewshot with labelled examples), not labels".into(),
             ));
         }
         let out = self.forward(&ForwardInput {
