@@ -40,9 +40,15 @@ impl Loader<'_> {
     /// Several tensors of shape `[rows_i, ..rest]` stacked along their first axis into one
     /// constant (how the query, key and value projections become one GEMM).
     fn stacked(&mut self, names: &[String], shape: &[usize], role: ConstRole) -> Result<ConstId> {
-        let mut data = Vec::with_capacity(names.len() * shape.iter().product::<usize>());
-        for name in names {
-            data.extend_from_slice(&self.weights.get(name, shape)?);
+        // Every part is checked against the checkpoint before the stack is allocated, so
+        // a config that asks for more than the file holds fails without allocating.
+        let parts = names
+            .iter()
+            .map(|name| self.weights.get(name, shape))
+            .collect::<Result<Vec<_>>>()?;
+        let mut data = Vec::with_capacity(parts.iter().map(|part| part.len()).sum());
+        for part in &parts {
+            data.extend_from_slice(part);
         }
         let mut stacked_shape = shape.to_vec();
         stacked_shape[0] *= names.len();
