@@ -1,6 +1,6 @@
 //! `ViTMSNConfig`, read from the `config.json` that transformers' `save_pretrained` writes.
 
-use crate::error::{io_error, Error, Result};
+use crate::error::{Error, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -96,7 +96,7 @@ impl Default for ViTMSNConfig {
 impl ViTMSNConfig {
     /// Reads and checks `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+        let text = crate::files::read_json_text(path)?;
         Self::from_json(&text)
     }
 

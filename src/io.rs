@@ -20,7 +20,7 @@ pub fn read_inputs(path: &Path) -> Result<ForwardInput> {
             .map(|e| {
                 Ok(Tensor::new(
                     e.shape.clone(),
-                    file.f32_data(e, name).map_err(as_input)?.to_vec(),
+                    file.f32_data(e, name).map_err(as_input)?,
                 ))
             })
             .transpose()
@@ -51,7 +51,7 @@ pub fn read_inputs(path: &Path) -> Result<ForwardInput> {
                         .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64)
                         .collect(),
                 ),
-                _ => Labels::Values(file.f32_data(e, "labels").map_err(as_input)?.to_vec()),
+                _ => Labels::Values(file.f32_data(e, "labels").map_err(as_input)?),
             })
         })
         .transpose()?;

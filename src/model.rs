@@ -9,7 +9,7 @@ use crate::graph::{ConstId, ConstRole, Constant, Graph, Op, ValueId};
 use crate::interpolate;
 use crate::loss::{self, Labels};
 use crate::predict::{Embeddings, Feature, Prediction};
-use crate::tensor::{F32Data, Tensor};
+use crate::tensor::Tensor;
 use crate::weights::Weights;
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,7 +22,7 @@ struct Loader<'w> {
 }
 
 impl Loader<'_> {
-    fn add(&mut self, name: String, shape: Vec<usize>, data: F32Data, role: ConstRole) -> ConstId {
+    fn add(&mut self, name: String, shape: Vec<usize>, data: Vec<f32>, role: ConstRole) -> ConstId {
         self.constants.push(Constant {
             name,
             shape,
@@ -52,7 +52,7 @@ impl Loader<'_> {
         }
         let mut stacked_shape = shape.to_vec();
         stacked_shape[0] *= names.len();
-        Ok(self.add(names.join("+"), stacked_shape, F32Data::Owned(data), role))
+        Ok(self.add(names.join("+"), stacked_shape, data, role))
     }
 }
 
@@ -229,7 +229,7 @@ struct ViTMSNEmbeddings {
     mask_token: Option<ConstId>,
     patch_embeddings: ViTMSNPatchEmbeddings,
     /// `[num_positions + 1, hidden]`, kept on the host to interpolate for other sizes.
-    position_embeddings: F32Data,
+    position_embeddings: Vec<f32>,
     /// Interpolated tables by grid size.
     interpolated: HashMap<(usize, usize), Vec<f32>>,
 }

@@ -178,13 +178,14 @@ impl PreprocessorConfig {
     /// those checkpoints), so that a model trained at another size still gets its own.
     pub fn from_dir(dir: &Path, model_size: (usize, usize)) -> Result<Self> {
         let path = dir.join("preprocessor_config.json");
-        if !path.is_file() {
+        // Present but not a regular file (a FIFO, a folder) is an error, not an absence.
+        if std::fs::symlink_metadata(&path).is_err() {
             return Ok(Self {
                 size: model_size,
                 ..Self::default()
             });
         }
-        let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
+        let text = crate::files::read_json_text(&path)?;
         Self::from_json(&text)
     }
 

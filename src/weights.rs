@@ -1,9 +1,8 @@
 //! Checkpoint weights under transformers' names, from `model.safetensors` or a sharded
-//! `model.safetensors.index.json`, memory-mapped.
+//! `model.safetensors.index.json`.
 
-use crate::error::{Error, Result};
+use crate::error::{shape_text, Error, Result};
 use crate::safetensors_file::{SafetensorsFile, TensorEntry};
-use crate::tensor::F32Data;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
@@ -66,13 +65,9 @@ impl Weights {
     }
 
     /// The tensor `name` as f32, checked to have `shape`.
-    pub fn get(&self, name: &str, shape: &[usize]) -> Result<F32Data> {
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         if let Some(seed) = self.random_seed {
-            return Ok(F32Data::Owned(random_values(
-                seed,
-                name,
-                shape.iter().product(),
-            )));
+            return Ok(random_values(seed, name, shape.iter().product()));
         }
         let (file, entry) = self
             .index
@@ -80,8 +75,9 @@ impl Weights {
             .ok_or_else(|| Error::Weights(format!("missing tensor {name}")))?;
         if entry.shape != shape {
             return Err(Error::Weights(format!(
-                "{name} has shape {:?}, expected {shape:?}",
-                entry.shape
+                "{name} has shape {}, expected {}",
+                shape_text(&entry.shape),
+                shape_text(shape)
             )));
         }
         self.files[*file].f32_data(entry, name)
@@ -90,7 +86,7 @@ impl Weights {
 
 /// The distinct shard files named by an index's `weight_map`, in a stable order.
 fn shard_paths(dir: &Path, index_path: &Path) -> Result<Vec<std::path::PathBuf>> {
-    let text = std::fs::read_to_string(index_path).map_err(crate::error::io_error(index_path))?;
+    let text = crate::files::read_json_text(index_path)?;
     let json: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::Weights(format!("{}: {e}", index_path.display())))?;
     let map = json

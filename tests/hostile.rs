@@ -4,13 +4,34 @@
 
 mod common;
 
-use common::{vitmsn, TempDir};
+use common::TempDir;
 use safetensors::tensor::{Dtype, TensorView};
 use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Runs the CLI, killing it after a minute: a hang is a failure, not a stuck test run.
+fn run_bounded(args: &[&str]) -> std::process::Output {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vitmsn"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("{args:?} still ran after a minute");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
 
 /// Runs the CLI expecting failure; returns its single stderr line.
 fn error_line(args: &[&str]) -> String {
-    let out = vitmsn(args);
+    let out = run_bounded(args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{args:?}: stderr: {stderr}");
     assert_eq!(
@@ -140,6 +161,111 @@ fn a_wide_config_over_a_small_checkpoint_fails_on_the_missing_weights() {
     let err = forward_error(dir.path(), &input, &["--backend", "scalar"]);
     assert!(
         err.contains("missing tensor encoder.layer.0.attention.attention.query.weight"),
+        "{err}"
+    );
+}
+
+/// Makes a FIFO at `path` (nothing ever writes to it: opening it for reading would block).
+#[cfg(unix)]
+fn make_fifo(path: &Path) {
+    let made = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+}
+
+/// A copy of the `base_all_outputs` fixture model (config and weights).
+fn model_copy(tag: &str) -> TempDir {
+    model_with_config(tag, |_| {})
+}
+
+#[cfg(unix)]
+#[test]
+fn special_files_are_refused_without_blocking() {
+    let input = fixture("base_all_outputs", "inputs.safetensors");
+
+    let model = model_copy("fifo-weights");
+    let weights = model.path().join("model.safetensors");
+    std::fs::remove_file(&weights).unwrap();
+    make_fifo(&weights);
+    let err = forward_error(model.path(), &input, &[]);
+    assert!(
+        err.contains("model.safetensors: is a FIFO, not a regular file"),
+        "{err}"
+    );
+
+    let model = model_copy("zero-config");
+    let config = model.path().join("config.json");
+    std::fs::remove_file(&config).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &config).unwrap();
+    let err = forward_error(model.path(), &input, &[]);
+    assert!(
+        err.contains("config.json: is a device, not a regular file"),
+        "{err}"
+    );
+
+    let model = model_copy("dir-config");
+    let config = model.path().join("config.json");
+    std::fs::remove_file(&config).unwrap();
+    std::fs::create_dir(&config).unwrap();
+    let err = forward_error(model.path(), &input, &[]);
+    assert!(
+        err.contains("config.json: is a directory, not a regular file"),
+        "{err}"
+    );
+
+    let model = model_copy("fifo-input");
+    let fifo_input = model.path().join("in.safetensors");
+    make_fifo(&fifo_input);
+    let err = forward_error(model.path(), fifo_input.to_str().unwrap(), &[]);
+    assert!(
+        err.contains("in.safetensors: is a FIFO, not a regular file"),
+        "{err}"
+    );
+
+    let sharded = TempDir::new("fifo-index");
+    std::fs::copy(
+        common::fixtures_dir().join("sharded/model/config.json"),
+        sharded.path().join("config.json"),
+    )
+    .unwrap();
+    make_fifo(&sharded.path().join("model.safetensors.index.json"));
+    let err = forward_error(sharded.path(), &input, &[]);
+    assert!(
+        err.contains("index.json: is a FIFO, not a regular file"),
+        "{err}"
+    );
+
+    let model = model_copy("fifo-preprocessor");
+    make_fifo(&model.path().join("preprocessor_config.json"));
+    let out = model.path().join("pixels.safetensors");
+    let image = common::fixtures_dir().join("images/coffee_rgb_24x16.png");
+    let err = error_line(&[
+        "preprocess",
+        image.to_str().unwrap(),
+        "--model",
+        model.path().to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("preprocessor_config.json: is a FIFO, not a regular file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn json_files_larger_than_the_cap_are_refused_unread() {
+    let input = fixture("base_all_outputs", "inputs.safetensors");
+    let model = model_copy("huge-config");
+    let config = model.path().join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let padded = text.replacen('{', &format!("{{{}", " ".repeat(9 << 20)), 1);
+    std::fs::write(&config, padded).unwrap();
+    let err = forward_error(model.path(), &input, &[]);
+    assert!(
+        err.contains("config.json: larger than the 8 MiB a JSON file may hold"),
         "{err}"
     );
 }

@@ -76,7 +76,7 @@ impl Backend for CpuBackend {
                 ConstRole::LinearWeight { n, k } => {
                     CpuConstant::Packed(PackedWeights::new(self.isa, n, k, &c.data))
                 }
-                ConstRole::Vector => CpuConstant::Values(c.data.to_vec()),
+                ConstRole::Vector => CpuConstant::Values(c.data),
             })
             .collect();
         Ok(())
