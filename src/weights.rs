@@ -4,7 +4,7 @@
 use crate::error::{shape_text, Error, Result};
 use crate::safetensors_file::{SafetensorsFile, TensorEntry};
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub struct Weights {
     files: Vec<SafetensorsFile>,
@@ -84,8 +84,26 @@ impl Weights {
     }
 }
 
+/// The files of the model folder `dir` that loading it may read, whether they exist or
+/// not: `config.json`, `preprocessor_config.json`, `model.safetensors`, the shard index and
+/// the shards it names (when it can be read).
+pub fn checkpoint_files(dir: &Path) -> Vec<PathBuf> {
+    let index = dir.join("model.safetensors.index.json");
+    let mut files: Vec<PathBuf> = [
+        "config.json",
+        "preprocessor_config.json",
+        "model.safetensors",
+    ]
+    .iter()
+    .map(|name| dir.join(name))
+    .collect();
+    files.extend(shard_paths(dir, &index).unwrap_or_default());
+    files.push(index);
+    files
+}
+
 /// The distinct shard files named by an index's `weight_map`, in a stable order.
-fn shard_paths(dir: &Path, index_path: &Path) -> Result<Vec<std::path::PathBuf>> {
+fn shard_paths(dir: &Path, index_path: &Path) -> Result<Vec<PathBuf>> {
     let text = crate::files::read_json_text(index_path)?;
     let json: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::Weights(format!("{}: {e}", index_path.display())))?;

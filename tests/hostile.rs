@@ -269,3 +269,92 @@ fn json_files_larger_than_the_cap_are_refused_unread() {
         "{err}"
     );
 }
+
+/// Every file under `dir` with its bytes, to check that nothing changed.
+fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn an_output_never_replaces_an_input_or_a_model_file() {
+    let model = model_copy("protected-model");
+    let work = TempDir::new("protected-work");
+    let input = work.path().join("in.safetensors");
+    std::fs::copy(fixture("base_all_outputs", "inputs.safetensors"), &input).unwrap();
+    let image = work.path().join("photo.png");
+    std::fs::copy(
+        common::fixtures_dir().join("images/coffee_rgb_24x16.png"),
+        &image,
+    )
+    .unwrap();
+    let model_path = model.path().display().to_string();
+    let in_model = |name: &str| model.path().join(name).display().to_string();
+    // Files of the model folder, by several routes; each command's own input comes after.
+    let mut outputs = vec![
+        in_model("model.safetensors"),
+        in_model("config.json"),
+        // Absent, but the model would read one written there.
+        in_model("preprocessor_config.json"),
+        format!(
+            "{}/../{}/config.json",
+            model_path,
+            model.path().file_name().unwrap().to_string_lossy()
+        ),
+    ];
+    #[cfg(unix)]
+    {
+        let link = work.path().join("link.safetensors");
+        std::os::unix::fs::symlink(model.path().join("model.safetensors"), &link).unwrap();
+        let hard = work.path().join("hard.json");
+        std::fs::hard_link(model.path().join("config.json"), &hard).unwrap();
+        outputs.push(link.display().to_string());
+        outputs.push(hard.display().to_string());
+    }
+    let before = (snapshot(model.path()), snapshot(work.path()));
+    let input = input.display().to_string();
+    let image = image.display().to_string();
+    for output in &outputs {
+        let err = error_line(&[
+            "forward",
+            "--model",
+            &model_path,
+            "--input",
+            &input,
+            "--output",
+            output,
+        ]);
+        assert!(err.contains("refusing to write"), "forward {output}: {err}");
+        for command in ["preprocess", "embed"] {
+            let err = error_line(&[command, &image, "--model", &model_path, "--output", output]);
+            assert!(
+                err.contains("refusing to write"),
+                "{command} {output}: {err}"
+            );
+        }
+    }
+    let err = error_line(&[
+        "preprocess",
+        &image,
+        "--model",
+        &model_path,
+        "--output",
+        &image,
+    ]);
+    assert!(err.contains("which this command reads"), "{err}");
+    let err = error_line(&["embed", &image, "--model", &model_path, "--output", &image]);
+    assert!(err.contains("which this command reads"), "{err}");
+    assert!(
+        before == (snapshot(model.path()), snapshot(work.path())),
+        "a file changed"
+    );
+}

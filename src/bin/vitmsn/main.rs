@@ -8,7 +8,7 @@ mod images;
 use args::{BenchArgs, Cli, Command, ForwardArgs};
 use clap::Parser;
 use std::process::ExitCode;
-use vitmsn::weights::Weights;
+use vitmsn::weights::{checkpoint_files, Weights};
 use vitmsn::{bench, io, Error, Result, ViTMSN};
 
 fn main() -> ExitCode {
@@ -72,6 +72,9 @@ fn quiet_vulkan_loader() {
 
 fn forward(a: &ForwardArgs) -> Result<()> {
     let (kind, options) = a.backend.resolve()?;
+    let mut protected = checkpoint_files(&a.model);
+    protected.push(a.input.clone());
+    io::refuse_overwriting(&a.output, &protected)?;
     let mut input = io::read_inputs(&a.input)?;
     input.output_hidden_states = a.output_hidden_states;
     input.output_attentions = a.output_attentions;
