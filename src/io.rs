@@ -1,9 +1,10 @@
 //! The CLI's tensor files: forward inputs read from, and outputs written to, safetensors.
 
-use crate::error::{io_error, Error, Result};
+use crate::config::{MAX_IMAGE_SIDE, MAX_TOKENS};
+use crate::error::{io_error, shape_text, Error, Result};
 use crate::loss::Labels;
-use crate::model::{ForwardInput, ForwardOutput};
-use crate::safetensors_file::SafetensorsFile;
+use crate::model::{ForwardInput, ForwardOutput, InputSpec};
+use crate::safetensors_file::{SafetensorsFile, TensorEntry};
 use crate::tensor::Tensor;
 use safetensors::tensor::{Dtype, TensorView};
 use std::borrow::Cow;
@@ -11,44 +12,63 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Reads `pixel_values` (f32, f16 or bf16), and the optional `bool_masked_pos` (bool or
-/// u8), `head_mask` (float) and `labels` (integer classes or float targets).
-pub fn read_inputs(path: &Path) -> Result<ForwardInput> {
+/// u8), `head_mask` (float) and `labels` (integer classes or float targets), after
+/// checking every one's dtype and shape in the file's header against `spec`, so a tensor
+/// the model cannot take is refused before its data is read.
+pub fn read_inputs(path: &Path, spec: &InputSpec) -> Result<ForwardInput> {
     let file = SafetensorsFile::open(path).map_err(as_input)?;
     let entry = |name: &str| file.tensors.get(name);
-    let float = |name: &str| -> Result<Option<Tensor>> {
-        entry(name)
-            .map(|e| {
-                Ok(Tensor::new(
-                    e.shape.clone(),
-                    file.f32_data(e, name).map_err(as_input)?,
-                ))
-            })
-            .transpose()
-    };
-    let pixel_values = float("pixel_values")?
+    let pixels = entry("pixel_values")
         .ok_or_else(|| Error::Input(format!("{} has no pixel_values tensor", path.display())))?;
-    let bool_masked_pos = entry("bool_masked_pos")
-        .map(|e| match e.dtype {
-            Dtype::BOOL | Dtype::U8 => Ok(file.bytes(e)?.iter().map(|&b| b != 0).collect()),
-            other => Err(Error::Input(format!(
-                "bool_masked_pos has dtype {other:?}; expected BOOL or U8"
-            ))),
-        })
+    let (batch, patches) = check_pixel_values(pixels, spec)?;
+    let mask = entry("bool_masked_pos");
+    if let Some(mask) = mask {
+        check_dtype("bool_masked_pos", mask, &[Dtype::BOOL, Dtype::U8])?;
+        check_shape("bool_masked_pos", mask, &[vec![batch, patches]])?;
+        if !spec.has_mask_token {
+            return Err(Error::Input(
+                "bool_masked_pos given but the checkpoint has no embeddings.mask_token".into(),
+            ));
+        }
+    }
+    let head_mask = entry("head_mask");
+    if let Some(head_mask) = head_mask {
+        check_dtype("head_mask", head_mask, &FLOATS)?;
+        let (layers, heads) = (spec.num_layers, spec.num_heads);
+        check_shape("head_mask", head_mask, &[vec![heads], vec![layers, heads]])?;
+    }
+    let labels = entry("labels");
+    if let Some(labels) = labels {
+        let Some(num_labels) = spec.num_labels else {
+            return Err(Error::Input(
+                "labels given but the model has no classification head".into(),
+            ));
+        };
+        let kinds = [Dtype::I64, Dtype::I32, Dtype::F32, Dtype::F16, Dtype::BF16];
+        check_dtype("labels", labels, &kinds)?;
+        check_shape("labels", labels, &[vec![batch], vec![batch, num_labels]])?;
+    }
+    let float = |e: &TensorEntry, name: &str| -> Result<Tensor> {
+        let data = file.f32_data(e, name).map_err(as_input)?;
+        Ok(Tensor::new(e.shape.clone(), data))
+    };
+    let bool_masked_pos = mask
+        .map(|e| Ok::<_, Error>(file.bytes(e)?.iter().map(|&b| b != 0).collect()))
         .transpose()?;
-    let labels = entry("labels")
+    let labels = labels
         .map(|e| {
             let bytes = file.bytes(e)?;
-            Ok(match e.dtype {
+            Ok::<_, Error>(match e.dtype {
                 Dtype::I64 => Labels::Classes(
                     bytes
                         .chunks_exact(8)
-                        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                        .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
                         .collect(),
                 ),
                 Dtype::I32 => Labels::Classes(
                     bytes
                         .chunks_exact(4)
-                        .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64)
+                        .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as i64)
                         .collect(),
                 ),
                 _ => Labels::Values(file.f32_data(e, "labels").map_err(as_input)?),
@@ -56,12 +76,81 @@ pub fn read_inputs(path: &Path) -> Result<ForwardInput> {
         })
         .transpose()?;
     Ok(ForwardInput {
-        pixel_values,
+        pixel_values: float(pixels, "pixel_values")?,
         bool_masked_pos,
-        head_mask: float("head_mask")?,
+        head_mask: head_mask.map(|e| float(e, "head_mask")).transpose()?,
         labels,
         ..Default::default()
     })
+}
+
+const FLOATS: [Dtype; 3] = [Dtype::F32, Dtype::F16, Dtype::BF16];
+
+/// Checks `pixel_values`' header against the model; returns the batch and the number of
+/// patches of each image.
+fn check_pixel_values(entry: &TensorEntry, spec: &InputSpec) -> Result<(usize, usize)> {
+    check_dtype("pixel_values", entry, &FLOATS)?;
+    let channels = spec.num_channels;
+    let &[batch, given_channels, height, width] = entry.shape.as_slice() else {
+        return Err(Error::Input(format!(
+            "pixel_values has shape {}, expected [batch, {channels}, height, width]",
+            shape_text(&entry.shape)
+        )));
+    };
+    if batch == 0 {
+        return Err(Error::Input("pixel_values holds an empty batch".into()));
+    }
+    if given_channels != channels {
+        return Err(Error::Input(format!(
+            "pixel_values has {given_channels} channels, the model expects {channels}"
+        )));
+    }
+    match spec.image_size {
+        Some((h, w)) if (height, width) != (h, w) => {
+            return Err(Error::Input(format!(
+                "image size {height}x{width} doesn't match the model's {h}x{w}; pass --interpolate-pos-encoding"
+            )))
+        }
+        _ => {}
+    }
+    let patch = spec.patch_size;
+    if height < patch || width < patch {
+        return Err(Error::Input(format!(
+            "image {height}x{width} is smaller than one {patch}x{patch} patch"
+        )));
+    }
+    let patches = (height / patch).saturating_mul(width / patch);
+    if height.max(width) > MAX_IMAGE_SIDE || patches >= MAX_TOKENS {
+        return Err(Error::Input(format!(
+            "image {height}x{width} makes {patches} patches of {patch}x{patch}; this engine takes sides up to {MAX_IMAGE_SIDE} and fewer than {MAX_TOKENS} tokens"
+        )));
+    }
+    Ok((batch, patches))
+}
+
+fn check_dtype(name: &str, entry: &TensorEntry, accepted: &[Dtype]) -> Result<()> {
+    if accepted.contains(&entry.dtype) {
+        return Ok(());
+    }
+    let names: Vec<String> = accepted.iter().map(|d| format!("{d:?}")).collect();
+    Err(Error::Input(format!(
+        "{name} has dtype {:?}, expected {}",
+        entry.dtype,
+        names.join(" or ")
+    )))
+}
+
+/// Requires the tensor to have one of the `expected` shapes, as transformers does.
+fn check_shape(name: &str, entry: &TensorEntry, expected: &[Vec<usize>]) -> Result<()> {
+    if expected.contains(&entry.shape) {
+        return Ok(());
+    }
+    let expected: Vec<String> = expected.iter().map(|s| shape_text(s)).collect();
+    Err(Error::Input(format!(
+        "{name} has shape {}, expected {}",
+        shape_text(&entry.shape),
+        expected.join(" or ")
+    )))
 }
 
 fn as_input(e: Error) -> Error {

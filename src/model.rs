@@ -559,6 +559,23 @@ pub struct ForwardInput {
     pub interpolate_pos_encoding: bool,
 }
 
+/// What a loaded model takes as forward inputs, enough to check a tensor file's header
+/// before its data is read ([`crate::io::read_inputs`]).
+#[derive(Clone, Debug)]
+pub struct InputSpec {
+    pub num_channels: usize,
+    /// The `(height, width)` images must have; `None` when position embeddings are
+    /// interpolated to any size.
+    pub image_size: Option<(usize, usize)>,
+    pub patch_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    /// The classifier's outputs; `None` for a model without a head.
+    pub num_labels: Option<usize>,
+    /// Whether the checkpoint has the mask token that `bool_masked_pos` needs.
+    pub has_mask_token: bool,
+}
+
 /// What transformers returns: `last_hidden_state` for the bare model, `logits` (and
 /// `loss` with labels) for the classifier, and the optional per-layer tensors.
 #[derive(Clone, Debug, Default)]
@@ -638,6 +655,24 @@ impl ViTMSN {
 
     pub fn is_classifier(&self) -> bool {
         self.classifier.is_some()
+    }
+
+    /// The inputs this model takes, with or without `interpolate_pos_encoding`.
+    pub fn input_spec(&self, interpolate_pos_encoding: bool) -> InputSpec {
+        let c = &self.config;
+        InputSpec {
+            num_channels: c.num_channels,
+            image_size: (!interpolate_pos_encoding).then(|| c.image_size.hw()),
+            patch_size: c.patch(),
+            num_layers: c.num_hidden_layers,
+            num_heads: c.num_attention_heads,
+            num_labels: self.classifier.as_ref().map(|head| {
+                head.linear
+                    .as_ref()
+                    .map_or(c.hidden_size, |l| l.out_features)
+            }),
+            has_mask_token: self.vit.embeddings.mask_token.is_some(),
+        }
     }
 
     /// Times every op of the forwards that follow (or stops, with `false`); see

@@ -358,3 +358,100 @@ fn an_output_never_replaces_an_input_or_a_model_file() {
         "a file changed"
     );
 }
+
+/// A tensor of a hand-made header: name, dtype and shape.
+type HeaderTensor<'a> = (&'a str, &'a str, Vec<usize>);
+
+/// Writes a safetensors file from a hand-made header: `(name, dtype, shape)` each, the data
+/// left as a sparse hole (no disk space, no time), so a header may claim gigabytes.
+fn write_header_only(path: &Path, tensors: &[HeaderTensor]) {
+    let mut offset = 0usize;
+    let mut header = serde_json::Map::new();
+    for (name, dtype, shape) in tensors {
+        let width = if *dtype == "F32" || *dtype == "I32" {
+            4
+        } else if *dtype == "I64" {
+            8
+        } else {
+            1
+        };
+        let len = shape.iter().product::<usize>() * width;
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len]}),
+        );
+        offset += len;
+    }
+    let header = serde_json::Value::Object(header).to_string();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    std::fs::write(path, &bytes).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.set_len((bytes.len() + offset) as u64).unwrap();
+}
+
+#[test]
+fn inputs_are_checked_against_the_model_before_their_data_is_read() {
+    let dir = TempDir::new("input-headers");
+    let base = common::fixtures_dir().join("base_all_outputs/model");
+    let masked = common::fixtures_dir().join("mask_token/model");
+    let classifier = common::fixtures_dir().join("classifier_ce/model");
+    let pixels = |batch| ("pixel_values", "F32", vec![batch, 3, 32, 32]);
+    let cases: Vec<(&Path, Vec<HeaderTensor>, &str)> = vec![
+        // 4.8 GB claimed: refused from the header, in milliseconds.
+        (
+            &base,
+            vec![("pixel_values", "F32", vec![1, 3, 20000, 20000])],
+            "image size 20000x20000 doesn't match the model's 32x32",
+        ),
+        (
+            &masked,
+            vec![pixels(2), ("bool_masked_pos", "BOOL", vec![4, 8])],
+            "bool_masked_pos has shape [4, 8], expected [2, 16]",
+        ),
+        (
+            &masked,
+            vec![pixels(2), ("bool_masked_pos", "F32", vec![2, 16])],
+            "bool_masked_pos has dtype F32, expected BOOL or U8",
+        ),
+        (
+            &classifier,
+            vec![pixels(2), ("labels", "I64", vec![1, 2])],
+            "labels has shape [1, 2], expected [2] or [2, ",
+        ),
+        (
+            &classifier,
+            vec![pixels(2), ("labels", "U8", vec![2])],
+            "labels has dtype U8",
+        ),
+        (
+            &base,
+            vec![pixels(1), ("head_mask", "F32", vec![4, 2])],
+            "head_mask has shape [4, 2], expected [4] or [2, 4]",
+        ),
+        (
+            &base,
+            vec![pixels(1), ("labels", "I64", vec![1])],
+            "labels given but the model has no classification head",
+        ),
+        (
+            &base,
+            vec![("pixel_values", "I64", vec![1, 3, 32, 32])],
+            "pixel_values has dtype I64, expected F32 or F16 or BF16",
+        ),
+        (
+            &base,
+            vec![("pixel_values", "F32", vec![1; 100_000])],
+            "pixel_values has shape [1, 1, 1, 1, 1, 1, 1, 1, …] (100000 dimensions)",
+        ),
+    ];
+    for (i, (model, tensors, expected)) in cases.into_iter().enumerate() {
+        let input = dir.path().join(format!("{i}.safetensors"));
+        write_header_only(&input, &tensors);
+        let start = Instant::now();
+        let err = forward_error(model, input.to_str().unwrap(), &[]);
+        assert!(err.contains(expected), "{tensors:.200?}: {err}");
+        assert!(err.len() < 400, "{} bytes: {err:.400}", err.len());
+        assert!(start.elapsed() < Duration::from_secs(10), "{err}");
+    }
+}
