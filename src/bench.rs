@@ -156,6 +156,8 @@ pub fn run(
     iters: usize,
     profile_ops: bool,
 ) -> Result<BenchReport> {
+    // The batch is checked against the memory budget before its pixels are made.
+    model.reserve(batch)?;
     let c = model.config();
     let (h, w) = c.image_size.hw();
     let len = batch * c.num_channels * h * w;

@@ -800,11 +800,10 @@ impl ViTMSN {
             .bool_masked_pos
             .as_ref()
             .map(|m| m.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect());
-        if !self.graphs.contains_key(&shape) {
-            let graph = self.build_graph(&shape);
-            self.graphs
-                .insert(shape, CompiledGraph::new(graph, self.graphs.len() as u64));
-        }
+        self.compile(shape);
+        // Allocating first: a batch over the memory budget fails before the position
+        // table is interpolated for it.
+        self.executor.prepare(&self.graphs[&shape])?;
         let position = self.vit.embeddings.position_table(
             shape.height,
             shape.width,
@@ -869,6 +868,7 @@ impl ViTMSN {
             backbone_only,
             output_prenorm,
         };
+        self.check_sizes(&shape)?;
         if let Some(mask) = &input.bool_masked_pos {
             let patches = shape.patches(c.patch());
             if mask.len() != batch * patches {
@@ -889,6 +889,74 @@ impl ViTMSN {
             ));
         }
         Ok(shape)
+    }
+
+    /// Builds and caches the graph for `shape`.
+    fn compile(&mut self, shape: ForwardShape) {
+        if !self.graphs.contains_key(&shape) {
+            let graph = self.build_graph(&shape);
+            self.graphs
+                .insert(shape, CompiledGraph::new(graph, self.graphs.len() as u64));
+        }
+    }
+
+    /// Allocates what a forward of `batch` images of the configured size takes, or fails
+    /// when that is over the backend's memory budget: a caller can check a batch before
+    /// building its pixels.
+    pub fn reserve(&mut self, batch: usize) -> Result<()> {
+        let (height, width) = self.config.image_size.hw();
+        let shape = ForwardShape {
+            batch,
+            height,
+            width,
+            masked: false,
+            output_attentions: false,
+            output_hidden_states: false,
+            backbone_only: false,
+            output_prenorm: false,
+        };
+        self.check_sizes(&shape)?;
+        self.compile(shape);
+        self.executor.prepare(&self.graphs[&shape])
+    }
+
+    /// Refuses a forward whose values could not even be counted: every size the graph
+    /// multiplies out must fit a `usize` (the budget is checked when it is allocated).
+    fn check_sizes(&self, s: &ForwardShape) -> Result<()> {
+        let c = &self.config;
+        let patch = c.patch();
+        let too_large = || {
+            Error::Input(format!(
+                "a batch of {} images of {}x{} is too large to compute",
+                s.batch, s.height, s.width
+            ))
+        };
+        if s.height.max(s.width) > crate::config::MAX_IMAGE_SIDE {
+            return Err(too_large());
+        }
+        let patches = (s.height / patch).saturating_mul(s.width / patch);
+        if patches >= crate::config::MAX_TOKENS {
+            return Err(too_large());
+        }
+        let tokens = patches + 1;
+        let widest = (3 * c.hidden_size).max(c.intermediate_size);
+        let products = [
+            vec![s.batch, c.num_channels, s.height, s.width],
+            vec![s.batch, tokens, widest],
+            vec![s.batch, patches, c.num_channels, patch, patch],
+            vec![s.batch, c.num_attention_heads, tokens, tokens],
+        ];
+        let fits = products.iter().all(|factors| {
+            factors
+                .iter()
+                .try_fold(1usize, |product, &f| product.checked_mul(f))
+                .and_then(|values| values.checked_mul(4))
+                .is_some()
+        });
+        if !fits {
+            return Err(too_large());
+        }
+        Ok(())
     }
 
     fn build_graph(&self, s: &ForwardShape) -> Graph {

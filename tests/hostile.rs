@@ -8,6 +8,8 @@ use common::TempDir;
 use safetensors::tensor::{Dtype, TensorView};
 use std::path::Path;
 use std::time::{Duration, Instant};
+use vitmsn::weights::Weights;
+use vitmsn::{BackendKind, BackendOptions, ForwardInput, Tensor, ViTMSN, ViTMSNConfig};
 
 /// Runs the CLI, killing it after a minute: a hang is a failure, not a stuck test run.
 fn run_bounded(args: &[&str]) -> std::process::Output {
@@ -454,4 +456,108 @@ fn inputs_are_checked_against_the_model_before_their_data_is_read() {
         assert!(err.len() < 400, "{} bytes: {err:.400}", err.len());
         assert!(start.elapsed() < Duration::from_secs(10), "{err}");
     }
+}
+
+#[test]
+fn thread_and_batch_counts_are_bounded() {
+    let model = fixture("base_all_outputs", "model");
+    let input = fixture("base_all_outputs", "inputs.safetensors");
+    for threads in ["18446744073709551615", "5000"] {
+        let err = error_line(&[
+            "forward",
+            "--model",
+            &model,
+            "--input",
+            &input,
+            "--output",
+            "/dev/null",
+            "--backend",
+            "cpu",
+            "--threads",
+            threads,
+        ]);
+        assert!(err.contains("threads is above the limit of"), "{err}");
+    }
+    let options = BackendOptions {
+        threads: Some(1 << 20),
+        ..Default::default()
+    };
+    let err = vitmsn::backend::create(BackendKind::Cpu, &options)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("1048576 threads is above the limit"),
+        "{err}"
+    );
+
+    let err = error_line(&[
+        "bench",
+        "--arch",
+        "vit-msn-small",
+        "--batch",
+        "18446744073709551615",
+    ]);
+    assert!(err.contains("is too large to compute"), "{err}");
+    let err = error_line(&[
+        "bench",
+        "--arch",
+        "vit-msn-small",
+        "--batch",
+        "100000",
+        "--max-memory",
+        "1G",
+    ]);
+    assert!(
+        err.contains("needs 365.8 GiB of activations, over the memory budget of 1.0 GiB"),
+        "{err}"
+    );
+}
+
+/// The issue's 4097-token model: a batch of 100 with attentions asked for 27 GB at once.
+#[test]
+fn activations_over_the_memory_budget_are_refused_and_the_model_stays_usable() {
+    let config = ViTMSNConfig::from_json(
+        r#"{"hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64,
+            "num_hidden_layers": 1, "image_size": 64, "patch_size": 1}"#,
+    )
+    .unwrap();
+    for kind in [BackendKind::Scalar, BackendKind::Cpu] {
+        let options = BackendOptions {
+            max_memory: Some(1 << 30),
+            threads: (kind == BackendKind::Cpu).then_some(2),
+            ..Default::default()
+        };
+        let backend = vitmsn::backend::create(kind, &options).unwrap();
+        let mut model = ViTMSN::new(config.clone(), &Weights::random(0), backend).unwrap();
+        let input = |batch: usize| ForwardInput {
+            pixel_values: Tensor::new(vec![batch, 3, 64, 64], vec![0.5; batch * 3 * 64 * 64]),
+            output_attentions: true,
+            ..Default::default()
+        };
+        let err = model.forward(&input(100)).unwrap_err().to_string();
+        assert!(
+            err.contains("GiB of activations, over the memory budget of 1.0 GiB"),
+            "{kind:?}: {err}"
+        );
+        let out = model.forward(&input(1)).unwrap();
+        assert_eq!(out.attentions[0].shape, [1, 4, 4097, 4097]);
+    }
+    let model = fixture("base_all_outputs", "model");
+    let input = fixture("base_all_outputs", "inputs.safetensors");
+    let err = error_line(&[
+        "forward",
+        "--model",
+        &model,
+        "--input",
+        &input,
+        "--output",
+        "/dev/null",
+        "--max-memory",
+        "1K",
+    ]);
+    assert!(
+        err.contains("over the memory budget of 1024 bytes"),
+        "{err}"
+    );
 }

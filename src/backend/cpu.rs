@@ -4,6 +4,7 @@
 //! Linear weights are packed for the GEMM micro-kernel at load and the originals dropped.
 
 use super::host::{self, HostSlots};
+use super::memory;
 use super::Backend;
 use crate::error::{Error, Result};
 use crate::executor::{Plan, Slot};
@@ -31,7 +32,9 @@ pub struct CpuBackend {
 
 impl CpuBackend {
     /// A backend on `threads` threads with `isa`'s kernels, if this CPU runs them.
+    /// A thread count above [`super::max_threads`] is refused.
     pub fn with_isa(threads: usize, isa: Isa) -> Result<Self> {
+        super::check_threads(threads)?;
         if !isa.is_supported() {
             return Err(Error::Backend(format!(
                 "this CPU cannot run the {} kernels",
@@ -42,10 +45,18 @@ impl CpuBackend {
             isa,
             pool: ThreadPool::new(threads),
             constants: Vec::new(),
-            slots: HostSlots::default(),
+            slots: HostSlots::with_budget(memory::FALLBACK_BUDGET),
             patches: Vec::new(),
             attention: AttentionScratch::default(),
         })
+    }
+}
+
+impl CpuBackend {
+    /// The same backend with `memory_budget` bytes for a forward's activations.
+    pub fn with_budget(mut self, memory_budget: u64) -> Self {
+        self.slots = HostSlots::with_budget(memory_budget);
+        self
     }
 }
 
@@ -83,7 +94,7 @@ impl Backend for CpuBackend {
     }
 
     fn prepare(&mut self, graph: &Graph, plan: &Plan) -> Result<()> {
-        self.slots.prepare(plan);
+        self.slots.prepare(plan, host::im2col_values(graph))?;
         for node in &graph.nodes {
             match node.op {
                 Op::PatchEmbed {
