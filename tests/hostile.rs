@@ -561,3 +561,63 @@ fn activations_over_the_memory_budget_are_refused_and_the_model_stays_usable() {
         "{err}"
     );
 }
+
+/// A copy of the sharded fixture model with its index's weight_map edited.
+fn sharded_with(
+    tag: &str,
+    edit: impl Fn(&mut serde_json::Map<String, serde_json::Value>),
+) -> TempDir {
+    let src = common::fixtures_dir().join("sharded/model");
+    let dir = TempDir::new(tag);
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let index_path = dir.path().join("model.safetensors.index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&index_path).unwrap()).unwrap();
+    edit(index["weight_map"].as_object_mut().unwrap());
+    std::fs::write(&index_path, index.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn a_sharded_index_reads_each_tensor_from_its_shard_in_the_folder() {
+    let input = fixture("sharded", "inputs.safetensors");
+    for (shard, expected) in [
+        (
+            "/etc/passwd",
+            "shard \"/etc/passwd\" is not a file name in the checkpoint folder",
+        ),
+        (
+            "../model/model-00001-of-00005.safetensors",
+            "is not a file name in the checkpoint folder",
+        ),
+        (
+            "model-00001-of-00005.safetensors",
+            "puts embeddings.cls_token in model-00001-of-00005.safetensors, which does not hold it",
+        ),
+    ] {
+        let model = sharded_with("shard-path", |map| {
+            map.insert("embeddings.cls_token".into(), shard.into());
+        });
+        let err = forward_error(model.path(), &input, &[]);
+        assert!(err.contains(expected), "{shard}: {err}");
+    }
+
+    let model = sharded_with("twice", |map| {
+        map.insert("unused.tensor".into(), "extra.safetensors".into());
+    });
+    write_f32_tensors(
+        &model.path().join("extra.safetensors"),
+        &[
+            ("unused.tensor", vec![1]),
+            ("embeddings.cls_token", vec![1, 1, 32]),
+        ],
+    );
+    let err = forward_error(model.path(), &input, &[]);
+    assert!(
+        err.contains("embeddings.cls_token is in two shards"),
+        "{err}"
+    );
+}
