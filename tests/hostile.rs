@@ -621,3 +621,27 @@ fn a_sharded_index_reads_each_tensor_from_its_shard_in_the_folder() {
         "{err}"
     );
 }
+
+#[test]
+fn preprocessing_sizes_are_held_to_the_pixel_limit() {
+    use vitmsn::preprocess::{Preprocessor, PreprocessorConfig};
+    // A 1x100000 image is within the pixel limit, but --crop would first stretch it to
+    // 256x25600000 (19 GB of RGB).
+    let crop = Preprocessor::new(PreprocessorConfig::default(), 3)
+        .unwrap()
+        .with_crop(true);
+    let err = crop.from_rgb8(1, 100_000, &[7; 300_000]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("--crop would first resize its 1x100000 pixels to 256x25600000"),
+        "{err}"
+    );
+    let huge =
+        PreprocessorConfig::from_json(r#"{"size": {"height": 4294967296, "width": 1}}"#).unwrap();
+    let err = Preprocessor::new(huge, 3).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("preprocessor size 4294967296x1 is over the limit of 8192 pixels a side"),
+        "{err}"
+    );
+}
