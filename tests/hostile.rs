@@ -645,3 +645,109 @@ fn preprocessing_sizes_are_held_to_the_pixel_limit() {
         "{err}"
     );
 }
+
+/// Tensors are read, not memory-mapped: a checkpoint cut short under an open file is an
+/// I/O error (a mapping would have died of SIGBUS at the first lost page).
+#[test]
+fn a_checkpoint_truncated_after_opening_is_an_error_not_a_crash() {
+    let model = model_copy("truncated-later");
+    let path = model.path().join("model.safetensors");
+    let file = vitmsn::safetensors_file::SafetensorsFile::open(&path).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    let entry = &file.tensors["layernorm.weight"];
+    let err = file.f32_data(entry, "layernorm.weight").unwrap_err();
+    assert!(err.to_string().contains("model.safetensors"), "{err}");
+}
+
+/// Outputs go to a temporary file that is renamed over the old one: when the write
+/// fails, the old file is whole.
+#[test]
+fn a_failed_write_leaves_the_old_output_whole() {
+    let dir = TempDir::new("failed-write");
+    let output = dir.path().join("out.safetensors");
+    std::fs::write(&output, b"the old output").unwrap();
+    // The temporary name is taken by a folder, so writing it fails.
+    let temporary = dir
+        .path()
+        .join(format!(".out.safetensors.{}.partial", std::process::id()));
+    std::fs::create_dir(&temporary).unwrap();
+    let tensor = Tensor::new(vec![2], vec![1.0, 2.0]);
+    let err = vitmsn::io::write_tensors(&output, &[("x", &tensor)], None).unwrap_err();
+    assert!(err.to_string().contains("out.safetensors"), "{err}");
+    assert_eq!(std::fs::read(&output).unwrap(), b"the old output");
+}
+
+/// The text of every `.rs` file under `dir`.
+fn rust_sources(dir: &Path, out: &mut String) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push_str(&std::fs::read_to_string(&path).unwrap());
+        }
+    }
+}
+
+/// The names of the `#[test]` functions in `source`.
+fn test_names(source: &str) -> Vec<String> {
+    let mut lines = source.lines().map(str::trim);
+    let mut names = Vec::new();
+    while let Some(line) = lines.next() {
+        if line != "#[test]" {
+            continue;
+        }
+        let signature = lines
+            .by_ref()
+            .find(|l| l.starts_with("fn "))
+            .unwrap_or_default();
+        let name = signature
+            .trim_start_matches("fn ")
+            .split('(')
+            .next()
+            .unwrap_or_default();
+        names.push(name.to_string());
+    }
+    names
+}
+
+#[test]
+fn the_robustness_table_cites_tests_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/robustness.md")).unwrap();
+    let cited: Vec<&str> = doc
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|---") && !l.starts_with("| hostile"))
+        .flat_map(|row| {
+            let last = row.trim_end_matches('|').rsplit('|').next().unwrap();
+            last.split('`').skip(1).step_by(2)
+        })
+        .collect();
+    assert!(cited.len() >= 20, "{cited:?}");
+    let mut sources = String::new();
+    rust_sources(&root.join("src"), &mut sources);
+    rust_sources(&root.join("tests"), &mut sources);
+    let tests = test_names(&sources);
+    for name in &cited {
+        assert!(
+            tests.iter().any(|t| t == name),
+            "docs/robustness.md cites {name}, no such test"
+        );
+    }
+    for file in ["tests/hostile.rs", "tests/mutation.rs"] {
+        let source = std::fs::read_to_string(root.join(file)).unwrap();
+        for name in test_names(&source) {
+            if name != "the_robustness_table_cites_tests_that_exist" {
+                assert!(
+                    cited.contains(&name.as_str()),
+                    "{file}'s {name} is not in docs/robustness.md"
+                );
+            }
+        }
+    }
+}
