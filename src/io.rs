@@ -9,7 +9,9 @@ use crate::tensor::Tensor;
 use safetensors::tensor::{Dtype, TensorView};
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Reads `pixel_values` (f32, f16 or bf16), and the optional `bool_masked_pos` (bool or
 /// u8), `head_mask` (float) and `labels` (integer classes or float targets), after
@@ -266,15 +268,40 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         path: path.display().to_string(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
     })?;
-    let mut temporary = path.to_path_buf();
-    let mut temporary_name = std::ffi::OsString::from(".");
-    temporary_name.push(name);
-    temporary_name.push(format!(".{}.partial", std::process::id()));
-    temporary.set_file_name(temporary_name);
-    let written =
-        std::fs::write(&temporary, bytes).and_then(|()| std::fs::rename(&temporary, path));
+    let (temporary, mut file) = create_temporary(path, name)?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&temporary, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&temporary);
     }
     written.map_err(io_error(path))
+}
+
+/// Creates a new temporary file beside `path`. It is created exclusively, so a name that
+/// exists (another writer's, or a link planted to redirect the write) is never opened:
+/// the next name is tried.
+fn create_temporary(path: &Path, name: &std::ffi::OsStr) -> Result<(PathBuf, std::fs::File)> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut last_error = None;
+    for _ in 0..100 {
+        let mut temporary_name = std::ffi::OsString::from(".");
+        temporary_name.push(name);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        temporary_name.push(format!(".{}-{n}.partial", std::process::id()));
+        let temporary = path.with_file_name(temporary_name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temporary)
+        {
+            Ok(file) => return Ok((temporary, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last_error = Some(e),
+            Err(e) => return Err(io_error(&temporary)(e)),
+        }
+    }
+    Err(io_error(path)(
+        last_error.expect("a hundred names were tried"),
+    ))
 }

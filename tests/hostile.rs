@@ -664,22 +664,52 @@ fn a_checkpoint_truncated_after_opening_is_an_error_not_a_crash() {
     assert!(err.to_string().contains("model.safetensors"), "{err}");
 }
 
-/// Outputs go to a temporary file that is renamed over the old one: when the write
-/// fails, the old file is whole.
+/// Outputs go to a temporary file that is renamed over the old one: a write that fails
+/// part-way (here the file size limit, which kills the process mid-write) leaves the
+/// old file whole.
+#[cfg(target_os = "linux")]
 #[test]
 fn a_failed_write_leaves_the_old_output_whole() {
     let dir = TempDir::new("failed-write");
-    let output = dir.path().join("out.safetensors");
+    let output = dir.path().join("pixels.safetensors");
     std::fs::write(&output, b"the old output").unwrap();
-    // The temporary name is taken by a folder, so writing it fails.
-    let temporary = dir
-        .path()
-        .join(format!(".out.safetensors.{}.partial", std::process::id()));
-    std::fs::create_dir(&temporary).unwrap();
-    let tensor = Tensor::new(vec![2], vec![1.0, 2.0]);
-    let err = vitmsn::io::write_tensors(&output, &[("x", &tensor)], None).unwrap_err();
-    assert!(err.to_string().contains("out.safetensors"), "{err}");
+    let image = common::fixtures_dir().join("images/coffee_rgb_24x16.png");
+    let limited = std::process::Command::new("prlimit")
+        .arg("--fsize=4096")
+        .arg(env!("CARGO_BIN_EXE_vitmsn"))
+        .args(["preprocess", image.to_str().unwrap(), "--model"])
+        .arg(common::fixtures_dir().join("base_all_outputs/model"))
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .expect("prlimit (util-linux) runs");
+    assert!(
+        !limited.status.success(),
+        "the 12 KiB write succeeded under a 4 KiB limit"
+    );
     assert_eq!(std::fs::read(&output).unwrap(), b"the old output");
+}
+
+/// A link planted at the temporary file's name is never written through.
+#[test]
+fn a_planted_temporary_name_is_not_written_through() {
+    let dir = TempDir::new("planted");
+    let output = dir.path().join("out.safetensors");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    #[cfg(unix)]
+    for n in 0..4 {
+        let planted = format!(".out.safetensors.{}-{n}.partial", std::process::id());
+        std::os::unix::fs::symlink(&victim, dir.path().join(planted)).unwrap();
+    }
+    let tensor = Tensor::new(vec![2], vec![1.0, 2.0]);
+    vitmsn::io::write_tensors(&output, &[("x", &tensor)], None).unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    let written = vitmsn::safetensors_file::SafetensorsFile::open(&output).unwrap();
+    assert_eq!(
+        written.f32_data(&written.tensors["x"], "x").unwrap(),
+        [1.0, 2.0]
+    );
 }
 
 /// The text of every `.rs` file under `dir`.
