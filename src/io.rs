@@ -1,5 +1,6 @@
 //! The CLI's tensor files: forward inputs read from, and outputs written to, safetensors.
 
+use crate::backend::memory::size_text;
 use crate::config::{MAX_IMAGE_SIDE, MAX_TOKENS};
 use crate::error::{io_error, shape_text, Error, Result};
 use crate::loss::Labels;
@@ -114,6 +115,16 @@ fn check_pixel_values(entry: &TensorEntry, spec: &InputSpec) -> Result<(usize, u
             )))
         }
         _ => {}
+    }
+    let f32_bytes = [batch, channels, height, width]
+        .iter()
+        .fold(4u64, |bytes, &dim| bytes.saturating_mul(dim as u64));
+    if let Some(budget) = spec.memory_budget.filter(|&budget| f32_bytes > budget) {
+        return Err(Error::Input(format!(
+            "pixel_values takes {} as f32, over the memory budget of {}; use a smaller batch or image, or raise --max-memory",
+            size_text(f32_bytes),
+            size_text(budget)
+        )));
     }
     let patch = spec.patch_size;
     if height < patch || width < patch {

@@ -574,6 +574,9 @@ pub struct InputSpec {
     pub num_labels: Option<usize>,
     /// Whether the checkpoint has the mask token that `bool_masked_pos` needs.
     pub has_mask_token: bool,
+    /// The backend's memory budget, which `pixel_values` (copied into a slot as f32)
+    /// must fit; `None` for a backend without one.
+    pub memory_budget: Option<u64>,
 }
 
 /// What transformers returns: `last_hidden_state` for the bare model, `logits` (and
@@ -672,6 +675,7 @@ impl ViTMSN {
                     .map_or(c.hidden_size, |l| l.out_features)
             }),
             has_mask_token: self.vit.embeddings.mask_token.is_some(),
+            memory_budget: self.executor.backend().memory_budget(),
         }
     }
 

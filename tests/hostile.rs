@@ -406,6 +406,12 @@ fn inputs_are_checked_against_the_model_before_their_data_is_read() {
             vec![("pixel_values", "F32", vec![1, 3, 20000, 20000])],
             "image size 20000x20000 doesn't match the model's 32x32",
         ),
+        // The same with interpolation: refused by the memory budget, still unread.
+        (
+            &base,
+            vec![("pixel_values", "F32", vec![1, 3, 20000, 20000])],
+            "pixel_values takes 4.5 GiB as f32, over the memory budget of 1.0 GiB",
+        ),
         (
             &masked,
             vec![pixels(2), ("bool_masked_pos", "BOOL", vec![4, 8])],
@@ -447,11 +453,17 @@ fn inputs_are_checked_against_the_model_before_their_data_is_read() {
             "pixel_values has shape [1, 1, 1, 1, 1, 1, 1, 1, …] (100000 dimensions)",
         ),
     ];
+    let interpolated = ["--interpolate-pos-encoding", "--max-memory", "1G"];
     for (i, (model, tensors, expected)) in cases.into_iter().enumerate() {
         let input = dir.path().join(format!("{i}.safetensors"));
         write_header_only(&input, &tensors);
         let start = Instant::now();
-        let err = forward_error(model, input.to_str().unwrap(), &[]);
+        let extra: &[&str] = if expected.contains("as f32") {
+            &interpolated
+        } else {
+            &[]
+        };
+        let err = forward_error(model, input.to_str().unwrap(), extra);
         assert!(err.contains(expected), "{tensors:.200?}: {err}");
         assert!(err.len() < 400, "{} bytes: {err:.400}", err.len());
         assert!(start.elapsed() < Duration::from_secs(10), "{err}");

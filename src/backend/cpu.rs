@@ -78,6 +78,10 @@ impl Backend for CpuBackend {
         Some(self.isa)
     }
 
+    fn memory_budget(&self) -> Option<u64> {
+        Some(self.slots.budget())
+    }
+
     fn load_constants(&mut self, constants: Vec<Constant>) -> Result<()> {
         // Each original (often a view of the checkpoint file) is dropped as soon as its
         // copy exists, so the weights are never resident twice.

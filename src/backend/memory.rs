@@ -53,7 +53,7 @@ pub fn check(needed: u64, budget: u64) -> Result<()> {
 }
 
 /// Bytes in a readable unit.
-fn size_text(bytes: u64) -> String {
+pub fn size_text(bytes: u64) -> String {
     match bytes {
         b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
         b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),

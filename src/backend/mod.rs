@@ -26,6 +26,11 @@ pub trait Backend {
     fn isa(&self) -> Option<Isa> {
         None
     }
+    /// The most bytes a forward's activations may take here, for backends that hold them
+    /// to a budget (the GPU checks each buffer against the adapter's limits instead).
+    fn memory_budget(&self) -> Option<u64> {
+        None
+    }
     /// Whether `run` has finished the op when it returns, so timing it times the op. A
     /// backend that only records ops and runs them all in `read` says no.
     fn runs_ops_when_called(&self) -> bool {

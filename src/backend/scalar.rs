@@ -32,6 +32,10 @@ impl Backend for ScalarBackend {
         "scalar"
     }
 
+    fn memory_budget(&self) -> Option<u64> {
+        Some(self.slots.budget())
+    }
+
     fn load_constants(&mut self, constants: Vec<Constant>) -> Result<()> {
         self.constants = constants;
         Ok(())
