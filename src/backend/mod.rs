@@ -13,10 +13,11 @@ mod host;
 pub mod memory;
 pub mod scalar;
 
-/// What every backend implements. The executor calls, per model, `load_constants` once;
+/// What every backend implements; `Send + Sync`, so that a model can move to, or be
+/// shared by, a host's threads. The executor calls, per model, `load_constants` once;
 /// per graph, `prepare` when the graph changes; per forward, `write` for each input,
 /// `run` for each node in order, then `read` for the requested outputs.
-pub trait Backend {
+pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
     /// Threads the backend computes on.
     fn threads(&self) -> usize {
