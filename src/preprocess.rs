@@ -381,9 +381,29 @@ impl Preprocessor {
     }
 
     fn load_sized(&self, path: &Path) -> Result<((usize, usize), Vec<f32>)> {
-        let bytes = std::fs::read(path).map_err(io_error(path))?;
+        let bytes = self.read_image_file(path)?;
         let rgb = decode::decode(&bytes, &path.display().to_string(), self.max_pixels)?;
         self.process(rgb, &path.display().to_string())
+    }
+
+    /// The bytes of an image file: a regular file (a FIFO named `photo.jpg` would block the
+    /// read), no larger than an image within the pixel limit can be, uncompressed at 16
+    /// bytes a pixel (RGBA of 32-bit floats) and 1 MiB of metadata.
+    fn read_image_file(&self, path: &Path) -> Result<Vec<u8>> {
+        let file = crate::files::open_regular(path)?;
+        let limit = self.max_pixels.saturating_mul(16).saturating_add(1 << 20);
+        let len = file.metadata().map_err(io_error(path))?.len();
+        if len > limit {
+            return Err(Error::Image(format!(
+                "{}: {len} bytes, more than an image of {} pixels can hold",
+                path.display(),
+                self.max_pixels
+            )));
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, limit), &mut bytes)
+            .map_err(io_error(path))?;
+        Ok(bytes)
     }
 
     fn check_pixels(&self, name: &str, width: usize, height: usize) -> Result<()> {

@@ -255,6 +255,23 @@ fn special_files_are_refused_without_blocking() {
         err.contains("preprocessor_config.json: is a FIFO, not a regular file"),
         "{err}"
     );
+
+    let fifo_image = model.path().join("photo.jpg");
+    make_fifo(&fifo_image);
+    let model = model_copy("fifo-image");
+    let err = error_line(&[
+        "preprocess",
+        fifo_image.to_str().unwrap(),
+        "--model",
+        model.path().to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--strict",
+    ]);
+    assert!(
+        err.contains("photo.jpg: is a FIFO, not a regular file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -635,7 +652,7 @@ fn a_sharded_index_reads_each_tensor_from_its_shard_in_the_folder() {
 }
 
 #[test]
-fn preprocessing_sizes_are_held_to_the_pixel_limit() {
+fn image_sizes_are_held_to_the_limits() {
     use vitmsn::preprocess::{Preprocessor, PreprocessorConfig};
     // A 1x100000 image is within the pixel limit, but --crop would first stretch it to
     // 256x25600000 (19 GB of RGB).
@@ -654,6 +671,27 @@ fn preprocessing_sizes_are_held_to_the_pixel_limit() {
     assert!(
         err.to_string()
             .contains("preprocessor size 4294967296x1 is over the limit of 8192 pixels a side"),
+        "{err}"
+    );
+
+    // A file larger than any image within the pixel limit is refused unread (sparse here).
+    let dir = TempDir::new("huge-image");
+    let huge_file = dir.path().join("huge.png");
+    let png = std::fs::read(common::fixtures_dir().join("images/coffee_rgb_24x16.png")).unwrap();
+    std::fs::write(&huge_file, png).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&huge_file)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let small_limit = Preprocessor::new(PreprocessorConfig::default(), 3)
+        .unwrap()
+        .with_max_pixels(1000);
+    let err = small_limit.load(&huge_file).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("huge.png: 1073741824 bytes, more than an image of 1000 pixels can hold"),
         "{err}"
     );
 }
