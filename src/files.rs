@@ -12,12 +12,21 @@ use std::path::Path;
 pub const MAX_JSON_BYTES: u64 = 8 << 20;
 
 /// Opens `path` for reading if it is a regular file (a link is followed). The kind is
-/// checked before opening, so that a FIFO never blocks the open, and again on the open
-/// file, in case the path was replaced in between.
+/// checked before opening, so that a FIFO or a device is never opened (opening some
+/// devices acts on them), and again on the open file, in case the path was replaced in
+/// between; on unix the open does not wait for a FIFO's writer either.
 pub fn open_regular(path: &Path) -> Result<File> {
     let before = std::fs::metadata(path).map_err(io_error(path))?;
     refuse_unless_regular(path, &before)?;
-    let file = File::open(path).map_err(io_error(path))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // No effect on a regular file's reads.
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(io_error(path))?;
     let opened = file.metadata().map_err(io_error(path))?;
     refuse_unless_regular(path, &opened)?;
     Ok(file)

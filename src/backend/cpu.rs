@@ -4,7 +4,6 @@
 //! Linear weights are packed for the GEMM micro-kernel at load and the originals dropped.
 
 use super::host::{self, HostSlots};
-use super::memory;
 use super::Backend;
 use crate::error::{Error, Result};
 use crate::executor::{Plan, Slot};
@@ -31,9 +30,10 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
-    /// A backend on `threads` threads with `isa`'s kernels, if this CPU runs them.
-    /// A thread count above [`super::max_threads`] is refused.
-    pub fn with_isa(threads: usize, isa: Isa) -> Result<Self> {
+    /// A backend on `threads` threads with `isa`'s kernels, if this CPU runs them, whose
+    /// forwards may take `memory_budget` bytes of activations. A thread count above
+    /// [`super::max_threads`] is refused.
+    pub fn new(threads: usize, isa: Isa, memory_budget: u64) -> Result<Self> {
         super::check_threads(threads)?;
         if !isa.is_supported() {
             return Err(Error::Backend(format!(
@@ -45,18 +45,10 @@ impl CpuBackend {
             isa,
             pool: ThreadPool::new(threads),
             constants: Vec::new(),
-            slots: HostSlots::with_budget(memory::FALLBACK_BUDGET),
+            slots: HostSlots::with_budget(memory_budget),
             patches: Vec::new(),
             attention: AttentionScratch::default(),
         })
-    }
-}
-
-impl CpuBackend {
-    /// The same backend with `memory_budget` bytes for a forward's activations.
-    pub fn with_budget(mut self, memory_budget: u64) -> Self {
-        self.slots = HostSlots::with_budget(memory_budget);
-        self
     }
 }
 
@@ -83,8 +75,8 @@ impl Backend for CpuBackend {
     }
 
     fn load_constants(&mut self, constants: Vec<Constant>) -> Result<()> {
-        // Each original (often a view of the checkpoint file) is dropped as soon as its
-        // copy exists, so the weights are never resident twice.
+        // Each original is dropped as soon as its packed copy exists, so the weights are
+        // never resident twice.
         self.constants = constants
             .into_iter()
             .map(|c| match c.role {

@@ -138,10 +138,11 @@ pub fn create(kind: BackendKind, options: &BackendOptions) -> Result<Box<dyn Bac
         BackendKind::Scalar => Ok(Box::new(scalar::ScalarBackend::with_budget(memory_budget(
             options,
         )))),
-        BackendKind::Cpu => Ok(Box::new(
-            cpu::CpuBackend::with_isa(cpu_threads(options)?, cpu_isa(options)?)?
-                .with_budget(memory_budget(options)),
-        )),
+        BackendKind::Cpu => Ok(Box::new(cpu::CpuBackend::new(
+            cpu_threads(options)?,
+            cpu_isa(options)?,
+            memory_budget(options),
+        )?)),
         #[cfg(feature = "gpu")]
         BackendKind::Gpu => Ok(Box::new(gpu::GpuBackend::new(options)?)),
         #[cfg(not(feature = "gpu"))]
