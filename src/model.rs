@@ -615,6 +615,10 @@ impl ViTMSN {
         weights: &Weights,
         mut backend: Box<dyn Backend>,
     ) -> Result<Self> {
+        if let Some(budget) = backend.memory_budget() {
+            let parameters = config.parameter_count().unwrap_or(usize::MAX);
+            crate::backend::memory::check_weights((parameters as u64).saturating_mul(4), budget)?;
+        }
         let prefix = if weights.contains("vit.embeddings.cls_token") {
             "vit."
         } else {

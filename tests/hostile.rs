@@ -160,9 +160,24 @@ fn a_wide_config_over_a_small_checkpoint_fails_on_the_missing_weights() {
         ],
     );
     let input = fixture("base_all_outputs", "inputs.safetensors");
-    let err = forward_error(dir.path(), &input, &["--backend", "scalar"]);
+    // Within a budget, the missing weights are found before the stack is allocated.
+    let err = forward_error(
+        dir.path(),
+        &input,
+        &["--backend", "scalar", "--max-memory", "1T"],
+    );
     assert!(
         err.contains("missing tensor encoder.layer.0.attention.attention.query.weight"),
+        "{err}"
+    );
+    // Within a smaller one, the config's weights are refused before any is read.
+    let err = forward_error(
+        dir.path(),
+        &input,
+        &["--backend", "scalar", "--max-memory", "1G"],
+    );
+    assert!(
+        err.contains("the model's weights take 64.0 GiB as f32, over the memory budget of 1.0 GiB"),
         "{err}"
     );
 }
@@ -572,23 +587,34 @@ fn activations_over_the_memory_budget_are_refused_and_the_model_stays_usable() {
         let out = model.forward(&input(1)).unwrap();
         assert_eq!(out.attentions[0].shape, [1, 4, 4097, 4097]);
     }
+    // The fixture's weights take 96384 bytes, its forward with every output 109024.
     let model = fixture("base_all_outputs", "model");
     let input = fixture("base_all_outputs", "inputs.safetensors");
-    let err = error_line(&[
-        "forward",
-        "--model",
-        &model,
-        "--input",
-        &input,
-        "--output",
-        "/dev/null",
-        "--max-memory",
-        "1K",
-    ]);
-    assert!(
-        err.contains("over the memory budget of 1024 bytes"),
-        "{err}"
-    );
+    for (budget, expected) in [
+        (
+            "1K",
+            "the model's weights take 96384 bytes as f32, over the memory budget of 1024 bytes",
+        ),
+        (
+            "100K",
+            "this forward needs 109024 bytes of activations, over the memory budget of 102400 bytes",
+        ),
+    ] {
+        let err = error_line(&[
+            "forward",
+            "--model",
+            &model,
+            "--input",
+            &input,
+            "--output",
+            "/dev/null",
+            "--output-attentions",
+            "--output-hidden-states",
+            "--max-memory",
+            budget,
+        ]);
+        assert!(err.contains(expected), "{budget}: {err}");
+    }
 }
 
 /// A copy of the sharded fixture model with its index's weight_map edited.

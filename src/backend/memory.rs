@@ -1,7 +1,7 @@
-//! The memory budget of the CPU-side backends: before a graph's slots and scratch are
-//! allocated, their total is compared with it, so a batch too large for the machine is an
-//! error rather than an abort. The GPU backend checks its buffers against the adapter's
-//! limits instead.
+//! The memory budget of the CPU-side backends: before a model's weights are loaded, and
+//! before a graph's slots and scratch are allocated, their totals are each compared with
+//! it, so a model or a batch too large for the machine is an error rather than an abort.
+//! The GPU backend checks its buffers against the adapter's limits instead.
 
 use crate::error::{Error, Result};
 
@@ -47,6 +47,19 @@ pub fn check(needed: u64, budget: u64) -> Result<()> {
     }
     Err(Error::Backend(format!(
         "this forward needs {} of activations, over the memory budget of {}; use a smaller batch or image, or raise --max-memory (BackendOptions::max_memory)",
+        size_text(needed),
+        size_text(budget)
+    )))
+}
+
+/// Fails when a model's weights, `needed` bytes as f32, are over `budget`: the weights
+/// and a forward's activations are each held to it.
+pub fn check_weights(needed: u64, budget: u64) -> Result<()> {
+    if needed <= budget {
+        return Ok(());
+    }
+    Err(Error::Backend(format!(
+        "the model's weights take {} as f32, over the memory budget of {}; raise --max-memory (BackendOptions::max_memory)",
         size_text(needed),
         size_text(budget)
     )))
