@@ -171,7 +171,8 @@ pub fn run(
     let gflop_per_image = flops_per_image(c) / 1e9;
     model.forward(&input)?;
     model.time_ops(profile_ops)?;
-    let mut times = Vec::with_capacity(iters);
+    // Grown as the forwards run: a count from the command line reserves nothing.
+    let mut times = Vec::new();
     let mut op_times = Vec::new();
     for _ in 0..iters.max(1) {
         let start = Instant::now();

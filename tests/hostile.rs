@@ -539,6 +539,14 @@ fn thread_and_batch_counts_are_bounded() {
         "bench",
         "--arch",
         "vit-msn-small",
+        "--iters",
+        "18446744073709551615",
+    ]);
+    assert!(err.contains("at most 1000000 timed forwards"), "{err}");
+    let err = error_line(&[
+        "bench",
+        "--arch",
+        "vit-msn-small",
         "--batch",
         "18446744073709551615",
     ]);

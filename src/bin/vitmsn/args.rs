@@ -169,8 +169,8 @@ pub struct BenchArgs {
     /// Images per forward
     #[arg(long, default_value_t = 1, value_parser = parse_positive)]
     pub batch: usize,
-    /// Timed forwards, after one warm-up
-    #[arg(long, default_value_t = 10, value_parser = parse_positive)]
+    /// Timed forwards, after one warm-up (at most 1000000)
+    #[arg(long, default_value_t = 10, value_parser = parse_iterations)]
     pub iters: usize,
     #[command(flatten)]
     pub backend: BackendArgs,
@@ -318,6 +318,17 @@ fn parse_positive(text: &str) -> Result<usize, String> {
         .ok()
         .filter(|&n| n > 0)
         .ok_or_else(|| "expected a positive integer".to_string())
+}
+
+/// The most timed forwards `bench --iters` takes: days of the smallest model.
+const MAX_ITERATIONS: usize = 1_000_000;
+
+fn parse_iterations(text: &str) -> Result<usize, String> {
+    let iterations = parse_positive(text)?;
+    if iterations > MAX_ITERATIONS {
+        return Err(format!("at most {MAX_ITERATIONS} timed forwards"));
+    }
+    Ok(iterations)
 }
 
 fn parse_threads(text: &str) -> Result<usize, String> {
