@@ -3,6 +3,8 @@
 
 use crate::error::{one_line, shape_text, Error, Result};
 use crate::safetensors_file::{SafetensorsFile, TensorEntry};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -145,35 +147,63 @@ pub fn checkpoint_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// An index's `weight_map`: tensor name → shard file name, every shard a plain file name
-/// (no folder, no `..`), so an index cannot send the loader elsewhere on the disk.
+/// (no folder, no `..`), so an index cannot send the loader elsewhere on the disk, and
+/// every tensor listed once.
 fn read_weight_map(index_path: &Path) -> Result<BTreeMap<String, String>> {
     let text = crate::files::read_json_text(index_path)?;
     let invalid = |why: String| Error::Weights(format!("{}: {why}", index_path.display()));
-    let json: serde_json::Value =
+    let index: IndexFile =
         serde_json::from_str(&text).map_err(|e| invalid(one_line(&e.to_string())))?;
-    let map = json
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| invalid("no weight_map object".into()))?;
-    map.iter()
-        .map(|(name, shard)| {
-            let shard = shard.as_str().ok_or_else(|| {
-                invalid(format!("the shard of {} is not a string", one_line(name)))
-            })?;
-            let mut components = Path::new(shard).components();
-            let plain = matches!(
-                (components.next(), components.next()),
-                (Some(std::path::Component::Normal(_)), None)
-            );
-            if !plain {
-                return Err(invalid(format!(
-                    "shard \"{}\" is not a file name in the checkpoint folder",
-                    one_line(shard)
-                )));
+    let mut map = BTreeMap::new();
+    for (name, shard) in index.weight_map.0 {
+        let mut components = Path::new(&shard).components();
+        let plain = matches!(
+            (components.next(), components.next()),
+            (Some(std::path::Component::Normal(_)), None)
+        );
+        if !plain {
+            return Err(invalid(format!(
+                "shard \"{}\" is not a file name in the checkpoint folder",
+                one_line(&shard)
+            )));
+        }
+        if map.insert(name.clone(), shard).is_some() {
+            return Err(invalid(format!("{} is listed twice", one_line(&name))));
+        }
+    }
+    Ok(map)
+}
+
+/// What the loader reads of a `model.safetensors.index.json`.
+#[derive(Deserialize)]
+struct IndexFile {
+    weight_map: ListedPairs,
+}
+
+/// A JSON object's entries in the order written, duplicates kept: a map would keep only
+/// the last of a tensor listed twice.
+struct ListedPairs(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for ListedPairs {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PairsVisitor;
+        impl<'de> Visitor<'de> for PairsVisitor {
+            type Value = ListedPairs;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of tensor names to shard file names")
             }
-            Ok((name.clone(), shard.to_string()))
-        })
-        .collect()
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ListedPairs, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry()? {
+                    pairs.push(pair);
+                }
+                Ok(ListedPairs(pairs))
+            }
+        }
+        deserializer.deserialize_map(PairsVisitor)
+    }
 }
 
 /// Values spread evenly in ±0.05 (a plausible weight scale), from a generator seeded by

@@ -683,6 +683,32 @@ fn a_sharded_index_reads_each_tensor_from_its_shard_in_the_folder() {
         err.contains("embeddings.cls_token is in two shards"),
         "{err}"
     );
+
+    // JSON allows a key twice; a map would keep the last silently.
+    let model = sharded_with("listed-twice", |_| {});
+    let index_path = model.path().join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&index_path).unwrap();
+    let twice = text.replacen(
+        "\"weight_map\":{",
+        "\"weight_map\":{\"embeddings.cls_token\":\"model-00001-of-00005.safetensors\",",
+        1,
+    );
+    assert_ne!(twice, text, "the index is written compactly");
+    std::fs::write(&index_path, twice).unwrap();
+    let err = forward_error(model.path(), &input, &[]);
+    assert!(
+        err.contains("embeddings.cls_token is listed twice"),
+        "{err}"
+    );
+
+    let model = sharded_with("not-a-string", |map| {
+        map.insert("embeddings.cls_token".into(), 7.into());
+    });
+    let err = forward_error(model.path(), &input, &[]);
+    assert!(
+        err.contains("index.json: invalid type: integer `7`"),
+        "{err}"
+    );
 }
 
 #[test]
