@@ -271,14 +271,14 @@ fn special_files_are_refused_without_blocking() {
         "{err}"
     );
 
-    let fifo_image = model.path().join("photo.jpg");
+    let plain_model = model_copy("fifo-image");
+    let fifo_image = plain_model.path().join("photo.jpg");
     make_fifo(&fifo_image);
-    let model = model_copy("fifo-image");
     let err = error_line(&[
         "preprocess",
         fifo_image.to_str().unwrap(),
         "--model",
-        model.path().to_str().unwrap(),
+        plain_model.path().to_str().unwrap(),
         "--output",
         out.to_str().unwrap(),
         "--strict",
