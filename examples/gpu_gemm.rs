@@ -17,7 +17,6 @@ use vitmsn::backend::{Backend, Precision};
 use vitmsn::bench::arch_config;
 use vitmsn::graph::{ConstRole, Constant, Graph, Op};
 use vitmsn::plan::Plan;
-use vitmsn::tensor::F32Data;
 use vitmsn::{BackendKind, BackendOptions};
 use vitmsn_kernels::Activation;
 
@@ -133,13 +132,13 @@ fn time_linear(
         Constant {
             name: "weight".into(),
             shape: vec![n, k],
-            data: F32Data::Owned(values(n * k, 1)),
+            data: values(n * k, 1),
             role: ConstRole::LinearWeight { n, k },
         },
         Constant {
             name: "bias".into(),
             shape: vec![n],
-            data: F32Data::Owned(values(n, 2)),
+            data: values(n, 2),
             role: ConstRole::Vector,
         },
     ])?;

@@ -139,6 +139,8 @@ pub fn run(
     iters: usize,
     profile_ops: bool,
 ) -> Result<BenchReport> {
+    // The batch is checked against the memory budget before its pixels are made.
+    model.reserve(batch)?;
     let c = model.config();
     let (h, w) = c.image_size.hw();
     let len = batch * c.num_channels * h * w;
@@ -152,7 +154,8 @@ pub fn run(
     let gflop_per_image = flops_per_image(c) / 1e9;
     model.forward(&input)?;
     model.time_ops(profile_ops)?;
-    let mut times = Vec::with_capacity(iters);
+    // Grown as the forwards run: a count from the command line reserves nothing.
+    let mut times = Vec::new();
     let mut op_times = Vec::new();
     for _ in 0..iters.max(1) {
         let start = Instant::now();

@@ -1,10 +1,26 @@
 //! `ViTMSNConfig`, read from the `config.json` that transformers' `save_pretrained` writes.
 
-use crate::error::{io_error, Error, Result};
+use crate::error::{Error, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use vitmsn_kernels::Activation;
+
+/// The largest `hidden_size` and `intermediate_size` accepted (published ViTs use up to
+/// 8192): far above any real checkpoint, low enough that a layer's weights are counted
+/// without overflow.
+pub const MAX_WIDTH: usize = 1 << 20;
+/// The most encoder layers accepted.
+pub const MAX_LAYERS: usize = 4096;
+/// The most image channels accepted.
+pub const MAX_CHANNELS: usize = 4096;
+/// The most classifier labels accepted.
+pub const MAX_LABELS: usize = 1 << 24;
+/// The longest image side, in pixels, of `image_size` and of a forward's input.
+pub const MAX_IMAGE_SIDE: usize = 1 << 20;
+/// The most tokens (patches and the CLS token) of a forward: attention is quadratic in
+/// it, so anything near the limit is refused by the memory budget long before.
+pub const MAX_TOKENS: usize = 1 << 24;
 
 /// An `int` or a `[height, width]` pair, as transformers accepts for sizes.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -80,13 +96,20 @@ impl Default for ViTMSNConfig {
 impl ViTMSNConfig {
     /// Reads and checks `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+        let text = crate::files::read_json_text(path)?;
         Self::from_json(&text)
     }
 
     /// Parses and checks the text of a `config.json`.
     pub fn from_json(text: &str) -> Result<Self> {
-        let config: Self = serde_json::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        // serde would take a JSON array as the fields in order; transformers wants an object.
+        let json: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        if !json.is_object() {
+            return Err(Error::Config("expected a JSON object".into()));
+        }
+        let config: Self =
+            serde_json::from_value(json).map_err(|e| Error::Config(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -109,6 +132,23 @@ impl ViTMSNConfig {
                 self.hidden_size, self.num_attention_heads
             )));
         }
+        let too_large = [
+            ("hidden_size", self.hidden_size, MAX_WIDTH),
+            ("intermediate_size", self.intermediate_size, MAX_WIDTH),
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            ("num_channels", self.num_channels, MAX_CHANNELS),
+            ("num_labels", self.num_labels(), MAX_LABELS),
+            (
+                "image_size",
+                self.image_size.hw().0.max(self.image_size.hw().1),
+                MAX_IMAGE_SIDE,
+            ),
+        ];
+        if let Some((name, value, limit)) = too_large.iter().find(|(_, v, limit)| v > limit) {
+            return Err(Error::Config(format!(
+                "{name} {value} is above this engine's limit of {limit}"
+            )));
+        }
         let (ph, pw) = self.patch_size.hw();
         let (ih, iw) = self.image_size.hw();
         if ph == 0 || pw == 0 || ih < ph || iw < pw {
@@ -121,7 +161,50 @@ impl ViTMSNConfig {
                 "non-square patch_size {ph}x{pw} is not supported"
             )));
         }
+        let patches = (ih / ph).saturating_mul(iw / pw);
+        if patches >= MAX_TOKENS {
+            return Err(Error::Config(format!(
+                "image_size {ih}x{iw} in {ph}x{pw} patches makes {patches} tokens, above this engine's limit of {MAX_TOKENS}"
+            )));
+        }
+        if self.parameter_count().is_none() {
+            return Err(Error::Config(
+                "the model's sizes multiply past this machine's address space".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// How many weights the sizes call for (bare model and head), or `None` when counting
+    /// them overflows. The caps in `validate` keep every single product in range on 64-bit
+    /// targets; this catches their sum, and narrower targets.
+    pub fn parameter_count(&self) -> Option<usize> {
+        let mul = |factors: &[usize]| {
+            factors
+                .iter()
+                .try_fold(1usize, |product, &f| product.checked_mul(f))
+        };
+        let (d, i, p) = (self.hidden_size, self.intermediate_size, self.patch());
+        let (gh, gw) = self.grid();
+        let tokens = mul(&[gh, gw])?.checked_add(1)?;
+        let per_layer = [
+            mul(&[3, d, d])?,
+            mul(&[d, d])?,
+            mul(&[2, d, i])?,
+            mul(&[10, d])?,
+            i,
+        ]
+        .into_iter()
+        .try_fold(0usize, usize::checked_add)?;
+        [
+            mul(&[self.num_hidden_layers, per_layer])?,
+            mul(&[d, self.num_channels, p, p])?,
+            mul(&[tokens, d])?,
+            mul(&[self.num_labels(), d])?,
+            mul(&[6, d])?,
+        ]
+        .into_iter()
+        .try_fold(0usize, usize::checked_add)
     }
 
     /// The `hidden_act` function; an unknown name is an error that names it.
@@ -203,6 +286,52 @@ mod tests {
     fn unknown_activation_is_named() {
         let err = ViTMSNConfig::from_json(r#"{"hidden_act": "gelu_mystery"}"#).unwrap_err();
         assert!(err.to_string().contains("gelu_mystery"), "{err}");
+    }
+
+    #[test]
+    fn sizes_past_the_limits_are_refused_before_anything_is_allocated() {
+        for (json, expected) in [
+            (
+                r#"{"hidden_size": 2147483648, "num_attention_heads": 1}"#,
+                "hidden_size 2147483648 is above",
+            ),
+            (
+                r#"{"intermediate_size": 18446744073709551615}"#,
+                "intermediate_size",
+            ),
+            (
+                r#"{"num_hidden_layers": 1000000}"#,
+                "num_hidden_layers 1000000 is above",
+            ),
+            (
+                r#"{"image_size": [9223372036854775816, 2], "patch_size": 1}"#,
+                "image_size 9223372036854775816 is above",
+            ),
+            (
+                r#"{"image_size": 1048576, "patch_size": 1}"#,
+                "tokens, above",
+            ),
+            (
+                r#"{"num_labels": 100000000}"#,
+                "num_labels 100000000 is above",
+            ),
+        ] {
+            let err = ViTMSNConfig::from_json(json).unwrap_err().to_string();
+            assert!(err.contains(expected), "{json}: {err}");
+        }
+        let largest = ViTMSNConfig::from_json(
+            r#"{"hidden_size": 1048576, "intermediate_size": 1048576, "num_hidden_layers": 4096, "num_attention_heads": 1}"#,
+        )
+        .unwrap();
+        assert!(largest.parameter_count().is_some());
+    }
+
+    #[test]
+    fn a_config_must_be_an_object() {
+        for json in ["[]", "[768, 12]", "7", "null"] {
+            let err = ViTMSNConfig::from_json(json).unwrap_err().to_string();
+            assert!(err.contains("expected a JSON object"), "{json}: {err}");
+        }
     }
 
     #[test]

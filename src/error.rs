@@ -55,3 +55,32 @@ pub(crate) fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) ->
         source,
     }
 }
+
+/// `text` as one line of at most [`MAX_DETAIL_CHARS`] characters: line breaks become
+/// spaces and anything longer is cut with an ellipsis.
+pub(crate) fn one_line(text: &str) -> String {
+    let mut line: String = text
+        .chars()
+        .take(MAX_DETAIL_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().nth(MAX_DETAIL_CHARS).is_some() {
+        line.push('…');
+    }
+    line
+}
+
+/// The most characters of a quoted detail (a parser's message, a shape) in an error.
+pub(crate) const MAX_DETAIL_CHARS: usize = 200;
+
+/// A tensor shape as `[2, 3]`; a shape of more than eight dimensions shows its first
+/// eight and its rank, so that an error line stays readable.
+pub(crate) fn shape_text(shape: &[usize]) -> String {
+    const SHOWN: usize = 8;
+    let dims: Vec<String> = shape.iter().take(SHOWN).map(usize::to_string).collect();
+    if shape.len() <= SHOWN {
+        format!("[{}]", dims.join(", "))
+    } else {
+        format!("[{}, …] ({} dimensions)", dims.join(", "), shape.len())
+    }
+}

@@ -56,17 +56,24 @@ impl Executor {
         self.op_times.as_deref()
     }
 
+    /// Lets the backend allocate for `compiled` unless it last ran it. A backend that
+    /// refuses (over its memory budget) is left as it was, ready for another graph.
+    pub fn prepare(&mut self, compiled: &CompiledGraph) -> Result<()> {
+        if self.prepared_for != Some(compiled.id) {
+            self.backend.prepare(&compiled.graph, &compiled.plan)?;
+            self.prepared_for = Some(compiled.id);
+        }
+        Ok(())
+    }
+
     /// Writes `inputs` (by name), runs every node, and returns each graph output by name.
     pub fn run(
         &mut self,
         compiled: &CompiledGraph,
         inputs: &[(&str, &[f32])],
     ) -> Result<HashMap<String, Vec<f32>>> {
-        let CompiledGraph { graph, plan, id } = compiled;
-        if self.prepared_for != Some(*id) {
-            self.backend.prepare(graph, plan)?;
-            self.prepared_for = Some(*id);
-        }
+        self.prepare(compiled)?;
+        let CompiledGraph { graph, plan, .. } = compiled;
         for (name, value) in &graph.inputs {
             let data = inputs
                 .iter()
@@ -154,8 +161,11 @@ mod tests {
         let b = select(&mut g, a, 4);
         g.output("b".into(), b, vec![4]);
         let compiled = CompiledGraph::new(g, 0);
-        let mut executor =
-            Executor::new(Box::new(crate::backend::scalar::ScalarBackend::default()));
+        let mut executor = Executor::new(Box::new(
+            crate::backend::scalar::ScalarBackend::with_budget(
+                crate::backend::memory::FALLBACK_BUDGET,
+            ),
+        ));
         executor.run(&compiled, &[("x", &[1.0; 4])]).unwrap();
         assert!(executor.op_times().is_none());
         executor.time_ops(true).unwrap();

@@ -2,7 +2,6 @@
 //! values and write others. A graph is built for one (batch, image size, options) and
 //! run many times by the executor; backends implement the ops.
 
-use crate::tensor::F32Data;
 use vitmsn_kernels::{Activation, AttentionShape};
 
 /// Index of a value (an activation or a graph input) in `Graph::values`.
@@ -16,7 +15,7 @@ pub struct Constant {
     /// The checkpoint name (or names, for a fused tensor), for messages.
     pub name: String,
     pub shape: Vec<usize>,
-    pub data: F32Data,
+    pub data: Vec<f32>,
     pub role: ConstRole,
 }
 

@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod executor;
 pub mod fewshot;
+pub mod files;
 pub mod graph;
 pub mod interpolate;
 pub mod io;

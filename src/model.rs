@@ -10,7 +10,7 @@ use crate::interpolate;
 use crate::loss::{self, Labels};
 use crate::plan::CompiledGraph;
 use crate::predict::{Embeddings, Feature, Prediction};
-use crate::tensor::{F32Data, Tensor};
+use crate::tensor::Tensor;
 use crate::weights::Weights;
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,7 +23,7 @@ struct Loader<'w> {
 }
 
 impl Loader<'_> {
-    fn add(&mut self, name: String, shape: Vec<usize>, data: F32Data, role: ConstRole) -> ConstId {
+    fn add(&mut self, name: String, shape: Vec<usize>, data: Vec<f32>, role: ConstRole) -> ConstId {
         self.constants.push(Constant {
             name,
             shape,
@@ -41,13 +41,19 @@ impl Loader<'_> {
     /// Several tensors of shape `[rows_i, ..rest]` stacked along their first axis into one
     /// constant (how the query, key and value projections become one GEMM).
     fn stacked(&mut self, names: &[String], shape: &[usize], role: ConstRole) -> Result<ConstId> {
-        let mut data = Vec::with_capacity(names.len() * shape.iter().product::<usize>());
-        for name in names {
-            data.extend_from_slice(&self.weights.get(name, shape)?);
+        // Every part is checked against the checkpoint before the stack is allocated, so
+        // a config that asks for more than the file holds fails without allocating.
+        let parts = names
+            .iter()
+            .map(|name| self.weights.get(name, shape))
+            .collect::<Result<Vec<_>>>()?;
+        let mut data = Vec::with_capacity(parts.iter().map(|part| part.len()).sum());
+        for part in &parts {
+            data.extend_from_slice(part);
         }
         let mut stacked_shape = shape.to_vec();
         stacked_shape[0] *= names.len();
-        Ok(self.add(names.join("+"), stacked_shape, F32Data::Owned(data), role))
+        Ok(self.add(names.join("+"), stacked_shape, data, role))
     }
 }
 
@@ -224,7 +230,7 @@ struct ViTMSNEmbeddings {
     mask_token: Option<ConstId>,
     patch_embeddings: ViTMSNPatchEmbeddings,
     /// `[num_positions + 1, hidden]`, kept on the host to interpolate for other sizes.
-    position_embeddings: F32Data,
+    position_embeddings: Vec<f32>,
     /// Interpolated tables by grid size.
     interpolated: HashMap<(usize, usize), Vec<f32>>,
 }
@@ -554,6 +560,26 @@ pub struct ForwardInput {
     pub interpolate_pos_encoding: bool,
 }
 
+/// What a loaded model takes as forward inputs, enough to check a tensor file's header
+/// before its data is read ([`crate::io::read_inputs`]).
+#[derive(Clone, Debug)]
+pub struct InputSpec {
+    pub num_channels: usize,
+    /// The `(height, width)` images must have; `None` when position embeddings are
+    /// interpolated to any size.
+    pub image_size: Option<(usize, usize)>,
+    pub patch_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    /// The classifier's outputs; `None` for a model without a head.
+    pub num_labels: Option<usize>,
+    /// Whether the checkpoint has the mask token that `bool_masked_pos` needs.
+    pub has_mask_token: bool,
+    /// The backend's memory budget, which `pixel_values` (copied into a slot as f32)
+    /// must fit; `None` for a backend without one.
+    pub memory_budget: Option<u64>,
+}
+
 /// What transformers returns: `last_hidden_state` for the bare model, `logits` (and
 /// `loss` with labels) for the classifier, and the optional per-layer tensors.
 #[derive(Clone, Debug, Default)]
@@ -590,6 +616,10 @@ impl ViTMSN {
         weights: &Weights,
         mut backend: Box<dyn Backend>,
     ) -> Result<Self> {
+        if let Some(budget) = backend.memory_budget() {
+            let parameters = config.parameter_count().unwrap_or(usize::MAX);
+            crate::backend::memory::check_weights((parameters as u64).saturating_mul(4), budget)?;
+        }
         let prefix = if weights.contains("vit.embeddings.cls_token") {
             "vit."
         } else {
@@ -633,6 +663,25 @@ impl ViTMSN {
 
     pub fn is_classifier(&self) -> bool {
         self.classifier.is_some()
+    }
+
+    /// The inputs this model takes, with or without `interpolate_pos_encoding`.
+    pub fn input_spec(&self, interpolate_pos_encoding: bool) -> InputSpec {
+        let c = &self.config;
+        InputSpec {
+            num_channels: c.num_channels,
+            image_size: (!interpolate_pos_encoding).then(|| c.image_size.hw()),
+            patch_size: c.patch(),
+            num_layers: c.num_hidden_layers,
+            num_heads: c.num_attention_heads,
+            num_labels: self.classifier.as_ref().map(|head| {
+                head.linear
+                    .as_ref()
+                    .map_or(c.hidden_size, |l| l.out_features)
+            }),
+            has_mask_token: self.vit.embeddings.mask_token.is_some(),
+            memory_budget: self.executor.backend().memory_budget(),
+        }
     }
 
     /// Times every op of the forwards that follow (or stops, with `false`); see
@@ -760,11 +809,10 @@ impl ViTMSN {
             .bool_masked_pos
             .as_ref()
             .map(|m| m.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect());
-        if !self.graphs.contains_key(&shape) {
-            let graph = self.build_graph(&shape);
-            self.graphs
-                .insert(shape, CompiledGraph::new(graph, self.graphs.len() as u64));
-        }
+        self.compile(shape);
+        // Allocating first: a batch over the memory budget fails before the position
+        // table is interpolated for it.
+        self.executor.prepare(&self.graphs[&shape])?;
         let position = self.vit.embeddings.position_table(
             shape.height,
             shape.width,
@@ -829,6 +877,7 @@ impl ViTMSN {
             backbone_only,
             output_prenorm,
         };
+        self.check_sizes(&shape)?;
         if let Some(mask) = &input.bool_masked_pos {
             let patches = shape.patches(c.patch());
             if mask.len() != batch * patches {
@@ -849,6 +898,74 @@ impl ViTMSN {
             ));
         }
         Ok(shape)
+    }
+
+    /// Builds and caches the graph for `shape`.
+    fn compile(&mut self, shape: ForwardShape) {
+        if !self.graphs.contains_key(&shape) {
+            let graph = self.build_graph(&shape);
+            self.graphs
+                .insert(shape, CompiledGraph::new(graph, self.graphs.len() as u64));
+        }
+    }
+
+    /// Allocates what a forward of `batch` images of the configured size takes, or fails
+    /// when that is over the backend's memory budget: a caller can check a batch before
+    /// building its pixels.
+    pub fn reserve(&mut self, batch: usize) -> Result<()> {
+        let (height, width) = self.config.image_size.hw();
+        let shape = ForwardShape {
+            batch,
+            height,
+            width,
+            masked: false,
+            output_attentions: false,
+            output_hidden_states: false,
+            backbone_only: false,
+            output_prenorm: false,
+        };
+        self.check_sizes(&shape)?;
+        self.compile(shape);
+        self.executor.prepare(&self.graphs[&shape])
+    }
+
+    /// Refuses a forward whose values could not even be counted: every size the graph
+    /// multiplies out must fit a `usize` (the budget is checked when it is allocated).
+    fn check_sizes(&self, s: &ForwardShape) -> Result<()> {
+        let c = &self.config;
+        let patch = c.patch();
+        let too_large = || {
+            Error::Input(format!(
+                "a batch of {} images of {}x{} is too large to compute",
+                s.batch, s.height, s.width
+            ))
+        };
+        if s.height.max(s.width) > crate::config::MAX_IMAGE_SIDE {
+            return Err(too_large());
+        }
+        let patches = (s.height / patch).saturating_mul(s.width / patch);
+        if patches >= crate::config::MAX_TOKENS {
+            return Err(too_large());
+        }
+        let tokens = patches + 1;
+        let widest = (3 * c.hidden_size).max(c.intermediate_size);
+        let products = [
+            vec![s.batch, c.num_channels, s.height, s.width],
+            vec![s.batch, tokens, widest],
+            vec![s.batch, patches, c.num_channels, patch, patch],
+            vec![s.batch, c.num_attention_heads, tokens, tokens],
+        ];
+        let fits = products.iter().all(|factors| {
+            factors
+                .iter()
+                .try_fold(1usize, |product, &f| product.checked_mul(f))
+                .and_then(|values| values.checked_mul(4))
+                .is_some()
+        });
+        if !fits {
+            return Err(too_large());
+        }
+        Ok(())
     }
 
     fn build_graph(&self, s: &ForwardShape) -> Graph {

@@ -178,13 +178,14 @@ impl PreprocessorConfig {
     /// those checkpoints), so that a model trained at another size still gets its own.
     pub fn from_dir(dir: &Path, model_size: (usize, usize)) -> Result<Self> {
         let path = dir.join("preprocessor_config.json");
-        if !path.is_file() {
+        // Present but not a regular file (a FIFO, a folder) is an error, not an absence.
+        if std::fs::symlink_metadata(&path).is_err() {
             return Ok(Self {
                 size: model_size,
                 ..Self::default()
             });
         }
-        let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
+        let text = crate::files::read_json_text(&path)?;
         Self::from_json(&text)
     }
 
@@ -224,6 +225,11 @@ pub(crate) struct Rgb8 {
     pub data: Vec<u8>,
 }
 
+/// The longest side of the images preprocessing makes (the config's `size`): ViTs are fed
+/// at most 1024 or so. Resizing a small image to a 1x100,000,000 `size` took 46 s and
+/// 7.7 GB, within the input pixel limit.
+pub const MAX_OUTPUT_SIDE: usize = 8192;
+
 /// The pixel limit [`Preprocessor::with_max_pixels`] starts from.
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
 
@@ -261,6 +267,12 @@ impl Preprocessor {
                     values.len()
                 )));
             }
+        }
+        let (height, width) = config.size;
+        if height.max(width) > MAX_OUTPUT_SIDE {
+            return Err(Error::Config(format!(
+                "preprocessor size {height}x{width} is over the limit of {MAX_OUTPUT_SIDE} pixels a side"
+            )));
         }
         if config.do_resize && (config.size.0 == 0 || config.size.1 == 0) {
             return Err(Error::Config(format!(
@@ -306,14 +318,14 @@ impl Preprocessor {
     /// `[C, H, W]` values of an encoded image (JPEG, PNG, WebP, BMP, GIF or TIFF).
     pub fn from_bytes(&self, bytes: &[u8]) -> Result<Tensor> {
         let rgb = decode::decode(bytes, BYTES_NAME, self.max_pixels)?;
-        let (hw, values) = self.process(rgb);
+        let (hw, values) = self.process(rgb, BYTES_NAME)?;
         Ok(chw(hw, values))
     }
 
     /// `[C, H, W]` values of an already decoded image, converted to RGB as Pillow would.
     pub fn from_image(&self, image: &DynamicImage) -> Result<Tensor> {
         self.check_pixels("image", image.width() as usize, image.height() as usize)?;
-        let (hw, values) = self.process(decode::to_rgb(image));
+        let (hw, values) = self.process(decode::to_rgb(image), "image")?;
         Ok(chw(hw, values))
     }
 
@@ -332,7 +344,7 @@ impl Preprocessor {
             height,
             data: rgb.to_vec(),
         };
-        let (hw, values) = self.process(image);
+        let (hw, values) = self.process(image, "RGB buffer")?;
         Ok(chw(hw, values))
     }
 
@@ -369,9 +381,29 @@ impl Preprocessor {
     }
 
     fn load_sized(&self, path: &Path) -> Result<((usize, usize), Vec<f32>)> {
-        let bytes = std::fs::read(path).map_err(io_error(path))?;
+        let bytes = self.read_image_file(path)?;
         let rgb = decode::decode(&bytes, &path.display().to_string(), self.max_pixels)?;
-        Ok(self.process(rgb))
+        self.process(rgb, &path.display().to_string())
+    }
+
+    /// The bytes of an image file: a regular file (a FIFO named `photo.jpg` would block the
+    /// read), no larger than an image within the pixel limit can be, uncompressed at 16
+    /// bytes a pixel (RGBA of 32-bit floats) and 1 MiB of metadata.
+    fn read_image_file(&self, path: &Path) -> Result<Vec<u8>> {
+        let file = crate::files::open_regular(path)?;
+        let limit = self.max_pixels.saturating_mul(16).saturating_add(1 << 20);
+        let len = file.metadata().map_err(io_error(path))?.len();
+        if len > limit {
+            return Err(Error::Image(format!(
+                "{}: {len} bytes, more than an image of {} pixels can hold",
+                path.display(),
+                self.max_pixels
+            )));
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, limit), &mut bytes)
+            .map_err(io_error(path))?;
+        Ok(bytes)
     }
 
     fn check_pixels(&self, name: &str, width: usize, height: usize) -> Result<()> {
@@ -380,21 +412,29 @@ impl Preprocessor {
     }
 
     /// Resize (or crop) then rescale and normalize; returns `(height, width)` and `[C, H, W]`.
-    fn process(&self, image: Rgb8) -> ((usize, usize), Vec<f32>) {
+    /// `name` names the image in errors.
+    fn process(&self, image: Rgb8, name: &str) -> Result<((usize, usize), Vec<f32>)> {
         let (height, width) = self.config.size;
         let image = if self.crop {
-            self.crop(&image)
+            self.crop(&image, name)?
         } else if self.config.do_resize {
             resize::resize(&image, width, height, self.config.resample)
         } else {
             image
         };
-        ((image.height, image.width), self.normalize(&image))
+        Ok(((image.height, image.width), self.normalize(&image)))
     }
 
     /// torchvision's `Resize(short)` then `CenterCrop(size)` on the RGB image.
-    fn crop(&self, image: &Rgb8) -> Rgb8 {
+    /// A thin image would be stretched into a huge one before the crop, so that size is
+    /// held to the pixel limit too.
+    fn crop(&self, image: &Rgb8, name: &str) -> Result<Rgb8> {
         let (crop_h, crop_w) = self.config.size;
+        if crop_h == 0 || crop_w == 0 {
+            return Err(Error::Config(format!(
+                "preprocessor size {crop_h}x{crop_w} has no pixels to crop to"
+            )));
+        }
         let short = crop_h.max(crop_w) * 256 / 224;
         let (w, h) = (image.width, image.height);
         // torchvision's `_compute_resized_output_size`: the longer side is truncated.
@@ -404,6 +444,12 @@ impl Preprocessor {
         } else {
             (long_for(w, h) as usize, short)
         };
+        if (new_w as u64).saturating_mul(new_h as u64) > self.max_pixels {
+            return Err(Error::Image(format!(
+                "{name}: --crop would first resize its {w}x{h} pixels to {new_w}x{new_h}, over the limit of {} pixels",
+                self.max_pixels
+            )));
+        }
         let resized = resize::resize(image, new_w, new_h, self.config.resample);
         // torchvision's `center_crop` offsets: Python's round, ties to even.
         let offset = |from: usize, to: usize| ((from - to) as f64 / 2.0).round_ties_even() as usize;
@@ -416,11 +462,11 @@ impl Preprocessor {
             .flat_map(|row| &row[left * 3..(left + crop_w) * 3])
             .copied()
             .collect();
-        Rgb8 {
+        Ok(Rgb8 {
             width: crop_w,
             height: crop_h,
             data,
-        }
+        })
     }
 
     /// transformers' `rescale` (f64 product, cast to f32) and `normalize` (f32), channels first.

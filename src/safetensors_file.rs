@@ -1,15 +1,23 @@
-//! One `.safetensors` file. Each tensor is memory-mapped on its own when asked for, so a
-//! backend that repacks a weight and drops the original gives its pages back at once.
+//! One `.safetensors` file: its header read and checked at open, each tensor read from
+//! the file when asked for.
+//!
+//! Tensors are read, not memory-mapped. A mapping of a file that another process
+//! truncates kills the process with SIGBUS at the next touch of a lost page; every
+//! backend copies or repacks the weights at load anyway (the scalar backend, the
+//! reference, keeps a plain copy), so reading costs no memory and only the time of a copy,
+//! and a file changed under a running model cannot take its host down.
 
-use crate::error::{io_error, Error, Result};
-use crate::tensor::F32Data;
-use memmap2::{Mmap, MmapOptions};
-use safetensors::tensor::{Dtype, TensorInfo};
-use safetensors::SafeTensors;
+use crate::error::{io_error, one_line, Error, Result};
+use crate::files;
+use safetensors::tensor::{Dtype, Metadata};
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::Mutex;
+
+/// The largest header read, as the safetensors crate allows.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// Header of a tensor inside a file.
 #[derive(Clone, Debug)]
@@ -17,104 +25,112 @@ pub struct TensorEntry {
     pub dtype: Dtype,
     pub shape: Vec<usize>,
     /// Byte offset of the data from the start of the file.
-    pub byte_offset: usize,
+    pub byte_offset: u64,
     pub byte_len: usize,
 }
 
 pub struct SafetensorsFile {
-    file: File,
+    /// Behind a lock because a read seeks first.
+    file: Mutex<File>,
     path: PathBuf,
     pub tensors: HashMap<String, TensorEntry>,
 }
 
-/// Mappings start on this boundary (the largest common page size).
-const MAP_ALIGN: usize = 64 * 1024;
-
-/// Maps `len` bytes of `file` from `offset` read-only.
-fn map(file: &File, path: &Path, offset: usize, len: usize) -> Result<Mmap> {
-    // SAFETY: the mapping is read-only; like every mmap-based loader we rely on the
-    // checkpoint not being truncated while the model is alive.
-    unsafe { MmapOptions::new().offset(offset as u64).len(len).map(file) }.map_err(io_error(path))
-}
-
 impl SafetensorsFile {
-    /// Reads and validates the header; tensor data is not touched.
+    /// Reads and validates the header; tensor data is not touched. The header's offsets
+    /// must cover the file exactly, so every tensor's bytes are in the file.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(io_error(path))?;
-        let file_len = file.metadata().map_err(io_error(path))?.len() as usize;
-        let whole = map(&file, path, 0, file_len)?;
-        let (header_len, metadata) = SafeTensors::read_metadata(&whole).map_err(|e| {
+        let mut file = files::open_regular(path)?;
+        let invalid = |why: String| {
             Error::Weights(format!(
-                "{}: not a valid safetensors file: {e}",
+                "{}: not a valid safetensors file: {why}",
                 path.display()
             ))
-        })?;
+        };
+        let file_len = file.metadata().map_err(io_error(path))?.len();
+        let mut length_bytes = [0u8; 8];
+        if file_len < 8 {
+            return Err(invalid("shorter than its 8-byte header length".into()));
+        }
+        file.read_exact(&mut length_bytes).map_err(io_error(path))?;
+        let header_len = u64::from_le_bytes(length_bytes);
+        if header_len > MAX_HEADER_BYTES || header_len > file_len - 8 {
+            return Err(invalid(format!(
+                "header length {header_len} for a file of {file_len} bytes"
+            )));
+        }
+        let mut header = vec![0u8; header_len as usize];
+        file.read_exact(&mut header).map_err(io_error(path))?;
+        let header = std::str::from_utf8(&header).map_err(|e| invalid(e.to_string()))?;
+        let metadata: Metadata =
+            serde_json::from_str(header).map_err(|e| invalid(one_line(&e.to_string())))?;
         let data_start = 8 + header_len;
+        if data_start + metadata.data_len() as u64 != file_len {
+            return Err(invalid(format!(
+                "the header describes {} bytes of data, the file holds {}",
+                metadata.data_len(),
+                file_len - data_start
+            )));
+        }
         let tensors = metadata
             .tensors()
             .into_iter()
-            .map(|(name, info): (String, &TensorInfo)| {
+            .map(|(name, info)| {
                 let (start, end) = info.data_offsets;
                 let entry = TensorEntry {
                     dtype: info.dtype,
                     shape: info.shape.clone(),
-                    byte_offset: data_start + start,
+                    byte_offset: data_start + start as u64,
                     byte_len: end - start,
                 };
                 (name, entry)
             })
             .collect();
         Ok(Self {
-            file,
+            file: Mutex::new(file),
             path: path.to_path_buf(),
             tensors,
         })
     }
 
-    /// A mapping holding the tensor, and where its data starts inside it.
-    fn map_tensor(&self, entry: &TensorEntry) -> Result<(Arc<Mmap>, usize)> {
-        let start = entry.byte_offset / MAP_ALIGN * MAP_ALIGN;
-        let skip = entry.byte_offset - start;
-        Ok((
-            Arc::new(map(
-                &self.file,
-                &self.path,
-                start,
-                skip + entry.byte_len.max(1),
-            )?),
-            skip,
-        ))
+    /// Fills `buffer` from the file at `offset`.
+    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> Result<()> {
+        let mut file = self
+            .file
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        file.seek(SeekFrom::Start(offset))
+            .and_then(|_| file.read_exact(buffer))
+            .map_err(io_error(&self.path))
     }
 
-    /// A copy of the tensor's raw bytes.
+    /// The tensor's raw bytes.
     pub fn bytes(&self, entry: &TensorEntry) -> Result<Vec<u8>> {
-        let (map, skip) = self.map_tensor(entry)?;
-        Ok(map[skip..skip + entry.byte_len].to_vec())
+        let mut bytes = vec![0u8; entry.byte_len];
+        self.read_at(entry.byte_offset, &mut bytes)?;
+        Ok(bytes)
     }
 
-    /// The tensor as f32: F32 data that is 4-byte aligned is viewed in place, F16, BF16
-    /// and unaligned F32 are converted. `what` names the tensor in errors.
-    pub fn f32_data(&self, entry: &TensorEntry, what: &str) -> Result<F32Data> {
-        let len = entry.shape.iter().product::<usize>();
-        let (map, skip) = self.map_tensor(entry)?;
-        let bytes = &map[skip..skip + entry.byte_len];
-        let convert = |width: usize, f: fn(&[u8]) -> f32| {
-            F32Data::Owned(bytes.chunks_exact(width).map(f).collect())
+    /// The tensor as f32: F32 is read as is, F16 and BF16 converted. `what` names the
+    /// tensor in errors.
+    pub fn f32_data(&self, entry: &TensorEntry, what: &str) -> Result<Vec<f32>> {
+        let convert = |width: usize, f: fn(&[u8]) -> f32| -> Result<Vec<f32>> {
+            Ok(self.bytes(entry)?.chunks_exact(width).map(f).collect())
         };
-        Ok(match entry.dtype {
-            Dtype::F32 if skip % 4 == 0 => F32Data::Mapped {
-                map: map.clone(),
-                byte_offset: skip,
-                len,
-            },
-            Dtype::F32 => convert(4, |b| f32::from_le_bytes(b.try_into().unwrap())),
+        match entry.dtype {
+            Dtype::F32 => {
+                let mut values = vec![0f32; entry.byte_len / 4];
+                self.read_at(entry.byte_offset, bytemuck::cast_slice_mut(&mut values))?;
+                for value in &mut values {
+                    *value = f32::from_bits(u32::from_le(value.to_bits()));
+                }
+                Ok(values)
+            }
             Dtype::F16 => convert(2, |b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
             Dtype::BF16 => convert(2, |b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-            other => {
-                return Err(Error::Weights(format!(
-                    "{what} has dtype {other:?}; expected F32, F16 or BF16"
-                )))
-            }
-        })
+            other => Err(Error::Weights(format!(
+                "{what} has dtype {other:?}; expected F32, F16 or BF16"
+            ))),
+        }
     }
 }

@@ -1,11 +1,12 @@
 //! Checkpoint weights under transformers' names, from `model.safetensors` or a sharded
-//! `model.safetensors.index.json`, memory-mapped.
+//! `model.safetensors.index.json`.
 
-use crate::error::{Error, Result};
+use crate::error::{one_line, shape_text, Error, Result};
 use crate::safetensors_file::{SafetensorsFile, TensorEntry};
-use crate::tensor::F32Data;
-use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 
 pub struct Weights {
     files: Vec<SafetensorsFile>,
@@ -16,29 +17,68 @@ pub struct Weights {
 }
 
 impl Weights {
-    /// Opens the checkpoint in a model directory written by `save_pretrained`.
+    /// Opens the checkpoint in a model directory written by `save_pretrained`: its
+    /// `model.safetensors`, else the shards its `model.safetensors.index.json` names.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let single = dir.join("model.safetensors");
         let sharded = dir.join("model.safetensors.index.json");
-        let paths = if single.exists() {
-            vec![single]
-        } else if sharded.exists() {
-            shard_paths(dir, &sharded)?
-        } else {
+        if single.exists() {
+            let file = SafetensorsFile::open(&single)?;
+            let index = file
+                .tensors
+                .iter()
+                .map(|(name, entry)| (name.clone(), (0, entry.clone())))
+                .collect();
+            return Ok(Self {
+                files: vec![file],
+                index,
+                random_seed: None,
+            });
+        }
+        if !sharded.exists() {
             return Err(Error::Weights(format!(
                 "{} has neither model.safetensors nor model.safetensors.index.json",
                 dir.display()
             )));
-        };
-        let files = paths
-            .iter()
-            .map(|p| SafetensorsFile::open(p))
-            .collect::<Result<Vec<_>>>()?;
-        let mut index = HashMap::new();
-        for (i, file) in files.iter().enumerate() {
-            for (name, entry) in &file.tensors {
-                index.insert(name.clone(), (i, entry.clone()));
+        }
+        Self::from_index(dir, &sharded)
+    }
+
+    /// The shards of an index, each tensor taken from the shard the index names. A shard
+    /// must be a file name in `dir` (a link there is followed, as the Hugging Face cache
+    /// links its snapshots to blobs), and a tensor held by two shards is an error rather
+    /// than a silent choice.
+    fn from_index(dir: &Path, index_path: &Path) -> Result<Self> {
+        let weight_map = read_weight_map(index_path)?;
+        let shard_names: BTreeSet<&str> = weight_map.values().map(String::as_str).collect();
+        let mut files = Vec::new();
+        let mut holder: HashMap<&str, &str> = HashMap::new();
+        for &shard in &shard_names {
+            let file = SafetensorsFile::open(&dir.join(shard))?;
+            files.push(file);
+        }
+        for (&shard, file) in shard_names.iter().zip(&files) {
+            for name in file.tensors.keys() {
+                if let Some(first) = holder.insert(name, shard) {
+                    return Err(Error::Weights(format!(
+                        "{name} is in two shards, {first} and {shard}"
+                    )));
+                }
             }
+        }
+        let mut index = HashMap::new();
+        for (name, shard) in &weight_map {
+            let position = shard_names
+                .iter()
+                .position(|s| s == shard)
+                .expect("every shard of the map was opened");
+            let entry = files[position].tensors.get(name).ok_or_else(|| {
+                Error::Weights(format!(
+                    "{} puts {name} in {shard}, which does not hold it",
+                    index_path.display()
+                ))
+            })?;
+            index.insert(name.clone(), (position, entry.clone()));
         }
         Ok(Self {
             files,
@@ -66,13 +106,9 @@ impl Weights {
     }
 
     /// The tensor `name` as f32, checked to have `shape`.
-    pub fn get(&self, name: &str, shape: &[usize]) -> Result<F32Data> {
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         if let Some(seed) = self.random_seed {
-            return Ok(F32Data::Owned(random_values(
-                seed,
-                name,
-                shape.iter().product(),
-            )));
+            return Ok(random_values(seed, name, shape.iter().product()));
         }
         let (file, entry) = self
             .index
@@ -80,25 +116,94 @@ impl Weights {
             .ok_or_else(|| Error::Weights(format!("missing tensor {name}")))?;
         if entry.shape != shape {
             return Err(Error::Weights(format!(
-                "{name} has shape {:?}, expected {shape:?}",
-                entry.shape
+                "{name} has shape {}, expected {}",
+                shape_text(&entry.shape),
+                shape_text(shape)
             )));
         }
         self.files[*file].f32_data(entry, name)
     }
 }
 
-/// The distinct shard files named by an index's `weight_map`, in a stable order.
-fn shard_paths(dir: &Path, index_path: &Path) -> Result<Vec<std::path::PathBuf>> {
-    let text = std::fs::read_to_string(index_path).map_err(crate::error::io_error(index_path))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Weights(format!("{}: {e}", index_path.display())))?;
-    let map = json
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| Error::Weights(format!("{} has no weight_map", index_path.display())))?;
-    let shards: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
-    Ok(shards.into_iter().map(|s| dir.join(s)).collect())
+/// The files of the model folder `dir` that loading it may read, whether they exist or
+/// not: `config.json`, `preprocessor_config.json`, `model.safetensors`, the shard index and
+/// the shards it names (when it can be read).
+pub fn checkpoint_files(dir: &Path) -> Vec<PathBuf> {
+    let index = dir.join("model.safetensors.index.json");
+    let mut files: Vec<PathBuf> = [
+        "config.json",
+        "preprocessor_config.json",
+        "model.safetensors",
+    ]
+    .iter()
+    .map(|name| dir.join(name))
+    .collect();
+    let shards: BTreeSet<String> = read_weight_map(&index)
+        .map(|map| map.into_values().collect())
+        .unwrap_or_default();
+    files.extend(shards.iter().map(|shard| dir.join(shard)));
+    files.push(index);
+    files
+}
+
+/// An index's `weight_map`: tensor name → shard file name, every shard a plain file name
+/// (no folder, no `..`), so an index cannot send the loader elsewhere on the disk, and
+/// every tensor listed once.
+fn read_weight_map(index_path: &Path) -> Result<BTreeMap<String, String>> {
+    let text = crate::files::read_json_text(index_path)?;
+    let invalid = |why: String| Error::Weights(format!("{}: {why}", index_path.display()));
+    let index: IndexFile =
+        serde_json::from_str(&text).map_err(|e| invalid(one_line(&e.to_string())))?;
+    let mut map = BTreeMap::new();
+    for (name, shard) in index.weight_map.0 {
+        let mut components = Path::new(&shard).components();
+        let plain = matches!(
+            (components.next(), components.next()),
+            (Some(std::path::Component::Normal(_)), None)
+        );
+        if !plain {
+            return Err(invalid(format!(
+                "shard \"{}\" is not a file name in the checkpoint folder",
+                one_line(&shard)
+            )));
+        }
+        if map.insert(name.clone(), shard).is_some() {
+            return Err(invalid(format!("{} is listed twice", one_line(&name))));
+        }
+    }
+    Ok(map)
+}
+
+/// What the loader reads of a `model.safetensors.index.json`.
+#[derive(Deserialize)]
+struct IndexFile {
+    weight_map: ListedPairs,
+}
+
+/// A JSON object's entries in the order written, duplicates kept: a map would keep only
+/// the last of a tensor listed twice.
+struct ListedPairs(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for ListedPairs {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PairsVisitor;
+        impl<'de> Visitor<'de> for PairsVisitor {
+            type Value = ListedPairs;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of tensor names to shard file names")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ListedPairs, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry()? {
+                    pairs.push(pair);
+                }
+                Ok(ListedPairs(pairs))
+            }
+        }
+        deserializer.deserialize_map(PairsVisitor)
+    }
 }
 
 /// Values spread evenly in ±0.05 (a plausible weight scale), from a generator seeded by

@@ -13,7 +13,6 @@ use vitmsn::backend::Backend;
 use vitmsn::backend::Precision;
 use vitmsn::graph::{ConstRole, Constant, Graph, Op};
 use vitmsn::plan::{Plan, Slot};
-use vitmsn::tensor::F32Data;
 use vitmsn::{BackendKind, BackendOptions, Tensor};
 use vitmsn_kernels::{scalar, Activation, AttentionShape, Epilogue};
 
@@ -52,7 +51,7 @@ impl Gpu {
             .map(|(i, data)| Constant {
                 name: format!("constant {i}"),
                 shape: vec![data.len()],
-                data: F32Data::Owned(data.to_vec()),
+                data: data.to_vec(),
                 role: ConstRole::Vector,
             })
             .collect();

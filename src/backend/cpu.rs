@@ -30,8 +30,11 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
-    /// A backend on `threads` threads with `isa`'s kernels, if this CPU runs them.
-    pub fn with_isa(threads: usize, isa: Isa) -> Result<Self> {
+    /// A backend on `threads` threads with `isa`'s kernels, if this CPU runs them, whose
+    /// forwards may take `memory_budget` bytes of activations. A thread count above
+    /// [`super::max_threads`] is refused.
+    pub fn new(threads: usize, isa: Isa, memory_budget: u64) -> Result<Self> {
+        super::check_threads(threads)?;
         if !isa.is_supported() {
             return Err(Error::Backend(format!(
                 "this CPU cannot run the {} kernels",
@@ -42,7 +45,7 @@ impl CpuBackend {
             isa,
             pool: ThreadPool::new(threads),
             constants: Vec::new(),
-            slots: HostSlots::default(),
+            slots: HostSlots::with_budget(memory_budget),
             patches: Vec::new(),
             attention: AttentionScratch::default(),
         })
@@ -67,23 +70,27 @@ impl Backend for CpuBackend {
         Some(self.isa)
     }
 
+    fn memory_budget(&self) -> Option<u64> {
+        Some(self.slots.budget())
+    }
+
     fn load_constants(&mut self, constants: Vec<Constant>) -> Result<()> {
-        // Each original (often a view of the checkpoint file) is dropped as soon as its
-        // copy exists, so the weights are never resident twice.
+        // Each original is dropped as soon as its packed copy exists, so the weights are
+        // never resident twice.
         self.constants = constants
             .into_iter()
             .map(|c| match c.role {
                 ConstRole::LinearWeight { n, k } => {
                     CpuConstant::Packed(PackedWeights::new(self.isa, n, k, &c.data))
                 }
-                ConstRole::Vector => CpuConstant::Values(c.data.to_vec()),
+                ConstRole::Vector => CpuConstant::Values(c.data),
             })
             .collect();
         Ok(())
     }
 
     fn prepare(&mut self, graph: &Graph, plan: &Plan) -> Result<()> {
-        self.slots.prepare(plan);
+        self.slots.prepare(plan, host::im2col_values(graph))?;
         for node in &graph.nodes {
             match node.op {
                 Op::PatchEmbed {

@@ -1,6 +1,8 @@
 //! Slot buffers in host memory, shared by the CPU-side backends.
 
-use crate::graph::{ConstId, Op};
+use super::memory;
+use crate::error::Result;
+use crate::graph::{ConstId, Graph, Op};
 use crate::plan::{Plan, Slot};
 use vitmsn_kernels::aligned::AlignedVec;
 use vitmsn_kernels::scalar;
@@ -16,10 +18,10 @@ pub fn one_block(out: &mut [f32], _row_len: usize, f: &RowBlockFn) {
     f(0, out)
 }
 
-/// One buffer per plan slot, each starting on a cache line.
-#[derive(Default)]
+/// One buffer per plan slot, each starting on a cache line, within a memory budget.
 pub struct HostSlots {
     slots: Vec<AlignedVec>,
+    budget: u64,
 }
 
 /// The input slots of one op, read while its outputs are taken out.
@@ -36,13 +38,35 @@ impl OpInputs<'_> {
 }
 
 impl HostSlots {
-    /// Sizes the slots for `plan`, keeping allocations that are already large enough.
-    pub fn prepare(&mut self, plan: &Plan) {
+    /// No slots yet; `budget` bounds the bytes of slots and scratch a graph may take.
+    pub fn with_budget(budget: u64) -> Self {
+        Self {
+            slots: Vec::new(),
+            budget,
+        }
+    }
+
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// Sizes the slots for `plan`, keeping allocations that are already large enough,
+    /// after checking that they and `scratch_values` more f32 values fit the budget.
+    /// When they do not, nothing is changed.
+    pub fn prepare(&mut self, plan: &Plan, scratch_values: usize) -> Result<()> {
+        let values = plan
+            .slot_sizes
+            .iter()
+            .fold(scratch_values as u64, |sum, &size| {
+                sum.saturating_add(size as u64)
+            });
+        memory::check(values.saturating_mul(4), self.budget)?;
         self.slots
             .resize_with(plan.slot_sizes.len(), AlignedVec::default);
         for (slot, &size) in self.slots.iter_mut().zip(&plan.slot_sizes) {
             slot.resize(size);
         }
+        Ok(())
     }
 
     pub fn write(&mut self, slot: Slot, data: &[f32], split: SplitRows) {
@@ -134,4 +158,25 @@ pub fn run_data_movement<'c>(
         }
         _ => unreachable!("{op:?} is not a data-movement op"),
     }
+}
+
+/// The values of the patch embedding's im2col rows in `graph`, which the CPU-side
+/// backends hold beside the slots.
+pub fn im2col_values(graph: &Graph) -> usize {
+    graph
+        .nodes
+        .iter()
+        .map(|node| match node.op {
+            Op::PatchEmbed {
+                batch,
+                channels,
+                height,
+                width,
+                patch,
+                ..
+            } => batch * (height / patch) * (width / patch) * channels * patch * patch,
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0)
 }

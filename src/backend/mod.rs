@@ -10,12 +10,14 @@ pub mod cpu;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 mod host;
+pub mod memory;
 pub mod scalar;
 
-/// What every backend implements. The executor calls, per model, `load_constants` once;
+/// What every backend implements; `Send + Sync`, so that a model can move to, or be
+/// shared by, a host's threads. The executor calls, per model, `load_constants` once;
 /// per graph, `prepare` when the graph changes; per forward, `write` for each input,
 /// `run` for each node in order, then `read` for the requested outputs.
-pub trait Backend {
+pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
     /// Threads the backend computes on.
     fn threads(&self) -> usize {
@@ -27,6 +29,11 @@ pub trait Backend {
     }
     /// The device it computes on when that is not this CPU's cores: a GPU adapter.
     fn device(&self) -> Option<Device> {
+        None
+    }
+    /// The most bytes a forward's activations may take here, for backends that hold them
+    /// to a budget (the GPU checks each buffer against the adapter's limits instead).
+    fn memory_budget(&self) -> Option<u64> {
         None
     }
     /// Whether `run` has finished the op when it returns, so timing it times the op. A
@@ -110,6 +117,9 @@ pub struct BackendOptions {
     pub isa: Option<Isa>,
     /// Storage precision of weights and activations on the GPU backend.
     pub precision: Precision,
+    /// The most bytes the scalar and CPU backends may allocate for a forward's
+    /// activations; `None` takes [`memory::default_budget`].
+    pub max_memory: Option<u64>,
 }
 
 /// Storage precision. Arithmetic accumulates in f32 either way.
@@ -139,10 +149,13 @@ impl std::str::FromStr for Precision {
 /// set from `options`, else `VITMSN_ISA`, else the best this CPU supports.
 pub fn create(kind: BackendKind, options: &BackendOptions) -> Result<Box<dyn Backend>> {
     match kind {
-        BackendKind::Scalar => Ok(Box::new(scalar::ScalarBackend::default())),
-        BackendKind::Cpu => Ok(Box::new(cpu::CpuBackend::with_isa(
+        BackendKind::Scalar => Ok(Box::new(scalar::ScalarBackend::with_budget(memory_budget(
+            options,
+        )))),
+        BackendKind::Cpu => Ok(Box::new(cpu::CpuBackend::new(
             cpu_threads(options)?,
             cpu_isa(options)?,
+            memory_budget(options),
         )?)),
         #[cfg(feature = "gpu")]
         BackendKind::Gpu => Ok(Box::new(gpu::GpuBackend::new(options)?)),
@@ -151,6 +164,17 @@ pub fn create(kind: BackendKind, options: &BackendOptions) -> Result<Box<dyn Bac
             "this build has no gpu backend (built without the \"gpu\" feature)".into(),
         )),
     }
+}
+
+fn memory_budget(options: &BackendOptions) -> u64 {
+    options.max_memory.unwrap_or_else(memory::default_budget)
+}
+
+/// The most threads the CPU backend takes: eight per core, and at least 64. More only
+/// adds threads that wait, and each one costs a stack and scratch.
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.saturating_mul(8).max(64)
 }
 
 /// The instruction set named `name` (see [`Isa::name`]).
@@ -181,4 +205,15 @@ fn cpu_threads(options: &BackendOptions) -> Result<usize> {
         }),
         Err(_) => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
     }
+}
+
+/// Refuses a thread count above [`max_threads`].
+pub fn check_threads(threads: usize) -> Result<()> {
+    let max = max_threads();
+    if threads > max {
+        return Err(Error::Usage(format!(
+            "{threads} threads is above the limit of {max} (eight per core, at least 64)"
+        )));
+    }
+    Ok(())
 }

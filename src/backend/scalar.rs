@@ -1,7 +1,7 @@
 //! The reference backend: every op is the plain loop of `vitmsn_kernels::scalar`, in
 //! f32 on one thread. Other backends are tested against it.
 
-use super::host::{self, HostSlots};
+use super::host::{self, im2col_values, HostSlots};
 use super::Backend;
 use crate::error::Result;
 use crate::graph::{patch_rows, Constant, Graph, Op};
@@ -9,7 +9,6 @@ use crate::plan::{Plan, Slot};
 use vitmsn_kernels::scalar;
 use vitmsn_kernels::Epilogue;
 
-#[derive(Default)]
 pub struct ScalarBackend {
     constants: Vec<Constant>,
     slots: HostSlots,
@@ -17,9 +16,24 @@ pub struct ScalarBackend {
     patches: Vec<f32>,
 }
 
+impl ScalarBackend {
+    /// A backend whose forwards may take `memory_budget` bytes of activations.
+    pub fn with_budget(memory_budget: u64) -> Self {
+        Self {
+            constants: Vec::new(),
+            slots: HostSlots::with_budget(memory_budget),
+            patches: Vec::new(),
+        }
+    }
+}
+
 impl Backend for ScalarBackend {
     fn name(&self) -> &'static str {
         "scalar"
+    }
+
+    fn memory_budget(&self) -> Option<u64> {
+        Some(self.slots.budget())
     }
 
     fn load_constants(&mut self, constants: Vec<Constant>) -> Result<()> {
@@ -27,9 +41,8 @@ impl Backend for ScalarBackend {
         Ok(())
     }
 
-    fn prepare(&mut self, _graph: &Graph, plan: &Plan) -> Result<()> {
-        self.slots.prepare(plan);
-        Ok(())
+    fn prepare(&mut self, graph: &Graph, plan: &Plan) -> Result<()> {
+        self.slots.prepare(plan, im2col_values(graph))
     }
 
     fn write(&mut self, slot: Slot, data: &[f32]) -> Result<()> {

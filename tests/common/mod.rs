@@ -71,8 +71,9 @@ pub fn expected(case: &Path) -> Vec<(String, Tensor)> {
 /// Runs a case through the library on `backend`.
 pub fn run_case(case: &Path, backend: BackendKind, options: &BackendOptions) -> ForwardOutput {
     let mut model = ViTMSN::from_dir(&case.join("model"), backend, options).unwrap();
-    let mut input = read_inputs(&case.join("inputs.safetensors")).unwrap();
     let o = case_options(case);
+    let spec = model.input_spec(o.interpolate_pos_encoding);
+    let mut input = read_inputs(&case.join("inputs.safetensors"), &spec).unwrap();
     input.output_hidden_states = o.output_hidden_states;
     input.output_attentions = o.output_attentions;
     input.interpolate_pos_encoding = o.interpolate_pos_encoding;

@@ -66,8 +66,8 @@ pub struct BackendArgs {
     /// scalar (f32 reference, one thread), cpu (SIMD kernels, threaded) or gpu (WGSL via wgpu) [default: cpu where the CPU has SIMD kernels, else scalar]
     #[arg(long, value_parser = parse_backend)]
     pub backend: Option<BackendKind>,
-    /// Threads of the cpu backend [default: VITMSN_THREADS, else every core]
-    #[arg(long, value_parser = parse_positive)]
+    /// Threads of the cpu backend, at most eight per core (and at least 64) [default: VITMSN_THREADS, else every core]
+    #[arg(long, value_parser = parse_threads)]
     pub threads: Option<usize>,
     /// The cpu backend's kernels: avx512, avx2, neon or scalar [default: VITMSN_ISA, else the best this CPU runs]
     #[arg(long, value_parser = parse_isa)]
@@ -75,6 +75,9 @@ pub struct BackendArgs {
     /// Storage precision: f32, or f16 on the gpu backend (needs SHADER_F16)
     #[arg(long, value_parser = parse_precision)]
     pub precision: Option<Precision>,
+    /// Most memory a forward's activations may take on the scalar and cpu backends, in bytes or with K, M, G, T (powers of 1024) [default: three quarters of the memory available]
+    #[arg(long, value_parser = parse_memory_size)]
+    pub max_memory: Option<u64>,
 }
 
 impl BackendArgs {
@@ -96,6 +99,11 @@ impl BackendArgs {
         if self.threads.is_some() && kind != BackendKind::Cpu {
             return Err(only_for("--threads", BackendKind::Cpu));
         }
+        if self.max_memory.is_some() && kind == BackendKind::Gpu {
+            return Err(Error::Usage(
+                "--max-memory applies to the scalar and cpu backends, not the gpu backend".into(),
+            ));
+        }
         let precision = self.precision.unwrap_or_default();
         if precision == Precision::F16 && kind != BackendKind::Gpu {
             return Err(only_for("--precision f16", BackendKind::Gpu));
@@ -106,6 +114,7 @@ impl BackendArgs {
                 threads: self.threads,
                 isa: self.isa,
                 precision,
+                max_memory: self.max_memory,
             },
         ))
     }
@@ -160,8 +169,8 @@ pub struct BenchArgs {
     /// Images per forward
     #[arg(long, default_value_t = 1, value_parser = parse_positive)]
     pub batch: usize,
-    /// Timed forwards, after one warm-up
-    #[arg(long, default_value_t = 10, value_parser = parse_positive)]
+    /// Timed forwards, after one warm-up (at most 1000000)
+    #[arg(long, default_value_t = 10, value_parser = parse_iterations)]
     pub iters: usize,
     #[command(flatten)]
     pub backend: BackendArgs,
@@ -309,6 +318,28 @@ fn parse_positive(text: &str) -> Result<usize, String> {
         .ok()
         .filter(|&n| n > 0)
         .ok_or_else(|| "expected a positive integer".to_string())
+}
+
+/// The most timed forwards `bench --iters` takes: days of the smallest model.
+const MAX_ITERATIONS: usize = 1_000_000;
+
+fn parse_iterations(text: &str) -> Result<usize, String> {
+    let iterations = parse_positive(text)?;
+    if iterations > MAX_ITERATIONS {
+        return Err(format!("at most {MAX_ITERATIONS} timed forwards"));
+    }
+    Ok(iterations)
+}
+
+fn parse_threads(text: &str) -> Result<usize, String> {
+    let threads = parse_positive(text)?;
+    backend::check_threads(threads).map_err(message)?;
+    Ok(threads)
+}
+
+fn parse_memory_size(text: &str) -> Result<u64, String> {
+    backend::memory::parse_size(text)
+        .ok_or_else(|| "expected a size in bytes, or with K, M, G or T (as 512M, 8G)".into())
 }
 
 fn parse_positive_u64(text: &str) -> Result<u64, String> {

@@ -11,6 +11,7 @@ use std::time::Instant;
 use vitmsn::fewshot::FewShot;
 use vitmsn::pipeline::stack;
 use vitmsn::preprocess::{collect_images, Preprocessor, PreprocessorConfig};
+use vitmsn::weights::checkpoint_files;
 use vitmsn::{
     io, BackendKind, BackendOptions, Embeddings, Error, Feature, Result, Tensor, ViTMSN,
     ViTMSNConfig,
@@ -112,10 +113,18 @@ fn load_model(dir: &Path, backend: &crate::args::BackendArgs) -> Result<ViTMSN> 
     ViTMSN::from_dir(dir, kind, &options)
 }
 
+/// Refuses an `output` that is one of the image `files` or a file of the model folder.
+fn refuse_overwriting_inputs(output: &Path, model: &Path, files: &[PathBuf]) -> Result<()> {
+    let mut protected = checkpoint_files(model);
+    protected.extend_from_slice(files);
+    io::refuse_overwriting(output, &protected)
+}
+
 pub fn preprocess(a: &PreprocessArgs) -> Result<()> {
+    let files = images_in(&a.images.images)?;
+    refuse_overwriting_inputs(&a.output, &a.model, &files)?;
     let config = ViTMSNConfig::from_file(&a.model.join("config.json"))?;
     let preprocessor = preprocessor(&a.model, &config, &a.images.reading)?;
-    let files = images_in(&a.images.images)?;
     let mut batches = Vec::new();
     let kept = for_each_batch(
         &files,
@@ -166,9 +175,10 @@ fn embed_files(
 }
 
 pub fn embed(a: &EmbedArgs) -> Result<()> {
+    let files = images_in(&a.images.images)?;
+    refuse_overwriting_inputs(&a.output, &a.model, &files)?;
     let mut model = load_model(&a.model, &a.backend)?;
     let preprocessor = preprocessor(&a.model, model.config(), &a.images.reading)?;
-    let files = images_in(&a.images.images)?;
     let mut features = a.features.clone();
     features.dedup();
     let (kept, embeddings) = embed_files(

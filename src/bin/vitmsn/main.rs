@@ -8,7 +8,7 @@ mod images;
 use args::{BenchArgs, Cli, Command, ForwardArgs};
 use clap::Parser;
 use std::process::ExitCode;
-use vitmsn::weights::Weights;
+use vitmsn::weights::{checkpoint_files, Weights};
 use vitmsn::{bench, io, Error, Result, ViTMSN};
 
 fn main() -> ExitCode {
@@ -37,10 +37,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            match e {
-                Error::Usage(msg) => eprintln!("error: {msg}"),
-                other => eprintln!("error: {other}"),
-            }
+            let text = match e {
+                Error::Usage(msg) => msg,
+                other => other.to_string(),
+            };
+            // A path may hold a line break; the contract is one line.
+            eprintln!("error: {}", text.replace(char::is_control, " "));
             ExitCode::FAILURE
         }
     }
@@ -72,11 +74,15 @@ fn quiet_vulkan_loader() {
 
 fn forward(a: &ForwardArgs) -> Result<()> {
     let (kind, options) = a.backend.resolve()?;
-    let mut input = io::read_inputs(&a.input)?;
+    let mut protected = checkpoint_files(&a.model);
+    protected.push(a.input.clone());
+    io::refuse_overwriting(&a.output, &protected)?;
+    let mut model = ViTMSN::from_dir(&a.model, kind, &options)?;
+    let spec = model.input_spec(a.interpolate_pos_encoding);
+    let mut input = io::read_inputs(&a.input, &spec)?;
     input.output_hidden_states = a.output_hidden_states;
     input.output_attentions = a.output_attentions;
     input.interpolate_pos_encoding = a.interpolate_pos_encoding;
-    let mut model = ViTMSN::from_dir(&a.model, kind, &options)?;
     let output = model.forward(&input)?;
     io::write_outputs(&a.output, &output)?;
     if a.quiet {
