@@ -368,17 +368,15 @@ impl ViTMSNAttention {
     }
 
     /// Returns `attention(x) + residual`, and the probabilities if asked for.
-    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         g: &mut Graph,
         x: ValueId,
         residual: ValueId,
-        head_mask: ValueId,
         layer: usize,
-        s: &ForwardShape,
-        tokens: usize,
+        e: &Encoder,
     ) -> (ValueId, Option<ValueId>) {
+        let (s, tokens) = (e.shape, e.tokens);
         let rows = s.batch * tokens;
         let qkv = self.qkv.forward(g, x, rows, Activation::Identity, None);
         let shape = AttentionShape {
@@ -397,7 +395,7 @@ impl ViTMSNAttention {
         if s.output_attentions {
             sizes.push(s.batch * self.num_attention_heads * tokens * tokens);
         }
-        let outs = g.op_multi(op, &[qkv, head_mask], &sizes);
+        let outs = g.op_multi(op, &[qkv, e.head_mask], &sizes);
         let output = self
             .output
             .forward(g, outs[0], rows, Activation::Identity, Some(residual));
@@ -444,23 +442,15 @@ impl ViTMSNLayer {
         &self,
         g: &mut Graph,
         hidden_states: ValueId,
-        head_mask: ValueId,
         layer: usize,
-        s: &ForwardShape,
-        tokens: usize,
+        e: &Encoder,
     ) -> (ValueId, Option<ValueId>) {
-        let rows = s.batch * tokens;
+        let rows = e.shape.batch * e.tokens;
         let hidden_states_norm = self.layernorm_before.forward(g, hidden_states, rows);
         // first residual connection
-        let (hidden_states, attentions) = self.attention.forward(
-            g,
-            hidden_states_norm,
-            hidden_states,
-            head_mask,
-            layer,
-            s,
-            tokens,
-        );
+        let (hidden_states, attentions) =
+            self.attention
+                .forward(g, hidden_states_norm, hidden_states, layer, e);
         let layer_output = self.layernorm_after.forward(g, hidden_states, rows);
         let layer_output =
             self.intermediate
@@ -475,6 +465,14 @@ impl ViTMSNLayer {
         );
         (layer_output, attentions)
     }
+}
+
+/// What every layer of one forward's encoder shares: the forward's shape, its tokens per
+/// image (patches and CLS) and the graph input holding the `[layers, heads]` head mask.
+struct Encoder<'s> {
+    shape: &'s ForwardShape,
+    tokens: usize,
+    head_mask: ValueId,
 }
 
 /// `ViTMSNModel`: embeddings, the encoder's layers and the final LayerNorm.
@@ -509,7 +507,11 @@ impl ViTMSNModel {
         let tokens = s.patches(self.embeddings.patch_embeddings.patch_size) + 1;
         let hidden_shape = vec![s.batch, tokens, self.hidden_size];
         let mut hidden_states = self.embeddings.forward(g, s);
-        let head_mask = g.input("head_mask", self.layers.len() * self.num_heads);
+        let encoder = Encoder {
+            shape: s,
+            tokens,
+            head_mask: g.input("head_mask", self.layers.len() * self.num_heads),
+        };
         for (i, layer) in self.layers.iter().enumerate() {
             if s.output_hidden_states {
                 g.output(
@@ -518,7 +520,7 @@ impl ViTMSNModel {
                     hidden_shape.clone(),
                 );
             }
-            let (output, attentions) = layer.forward(g, hidden_states, head_mask, i, s, tokens);
+            let (output, attentions) = layer.forward(g, hidden_states, i, &encoder);
             if let Some(probs) = attentions {
                 g.output(
                     format!("attentions.{i}"),
@@ -539,10 +541,13 @@ impl ViTMSNModel {
     }
 }
 
-/// `ViTMSNForImageClassification`'s head: a linear layer on the final CLS token, or
-/// nothing (`nn.Identity`) when `num_labels` is 0.
-struct Classifier {
-    linear: Option<Linear>,
+/// What follows the backbone: nothing for `ViTMSNModel`; for
+/// `ViTMSNForImageClassification`, a linear layer on the final CLS token, or `nn.Identity`
+/// when `num_labels` is 0 (the CLS token itself is then the logits).
+enum Head {
+    None,
+    Identity,
+    Linear(Linear),
 }
 
 /// The inputs of one forward, as transformers' `forward` takes them.
@@ -597,7 +602,7 @@ pub struct ForwardOutput {
 pub struct ViTMSN {
     config: ViTMSNConfig,
     vit: ViTMSNModel,
-    classifier: Option<Classifier>,
+    head: Head,
     executor: Executor,
     graphs: HashMap<ForwardShape, CompiledGraph>,
 }
@@ -630,28 +635,22 @@ impl ViTMSN {
             constants: Vec::new(),
         };
         let vit = ViTMSNModel::load(&mut loader, prefix, &config)?;
-        let classifier = if weights.contains("classifier.weight") || config.is_classifier() {
-            let labels = config.num_labels();
-            let linear = if labels > 0 {
-                Some(Linear::load(
-                    &mut loader,
-                    "classifier",
-                    config.hidden_size,
-                    labels,
-                    true,
-                )?)
-            } else {
-                None
-            };
-            Some(Classifier { linear })
-        } else {
-            None
+        let head = match config.num_labels() {
+            _ if !weights.contains("classifier.weight") && !config.is_classifier() => Head::None,
+            0 => Head::Identity,
+            labels => Head::Linear(Linear::load(
+                &mut loader,
+                "classifier",
+                config.hidden_size,
+                labels,
+                true,
+            )?),
         };
         backend.load_constants(loader.constants)?;
         Ok(Self {
             config,
             vit,
-            classifier,
+            head,
             executor: Executor::new(backend),
             graphs: HashMap::new(),
         })
@@ -662,7 +661,7 @@ impl ViTMSN {
     }
 
     pub fn is_classifier(&self) -> bool {
-        self.classifier.is_some()
+        !matches!(self.head, Head::None)
     }
 
     /// The inputs this model takes, with or without `interpolate_pos_encoding`.
@@ -674,11 +673,11 @@ impl ViTMSN {
             patch_size: c.patch(),
             num_layers: c.num_hidden_layers,
             num_heads: c.num_attention_heads,
-            num_labels: self.classifier.as_ref().map(|head| {
-                head.linear
-                    .as_ref()
-                    .map_or(c.hidden_size, |l| l.out_features)
-            }),
+            num_labels: match &self.head {
+                Head::None => None,
+                Head::Identity => Some(c.hidden_size),
+                Head::Linear(linear) => Some(linear.out_features),
+            },
             has_mask_token: self.vit.embeddings.mask_token.is_some(),
             memory_budget: self.executor.backend().memory_budget(),
         }
@@ -892,7 +891,7 @@ impl ViTMSN {
                 ));
             }
         }
-        if input.labels.is_some() && self.classifier.is_none() {
+        if input.labels.is_some() && !self.is_classifier() {
             return Err(Error::Input(
                 "labels given but the model has no classification head".into(),
             ));
@@ -973,31 +972,26 @@ impl ViTMSN {
         let last_hidden_state = self.vit.forward(&mut g, s);
         let tokens = s.patches(self.config.patch()) + 1;
         let d = self.config.hidden_size;
-        match self.classifier.as_ref().filter(|_| !s.backbone_only) {
-            None => g.output(
+        if s.backbone_only || matches!(self.head, Head::None) {
+            g.output(
                 "last_hidden_state".into(),
                 last_hidden_state,
                 vec![s.batch, tokens, d],
-            ),
-            Some(head) => {
-                let cls = g.op(
-                    Op::SelectCls {
-                        batch: s.batch,
-                        tokens,
-                        dim: d,
-                    },
-                    &[last_hidden_state],
-                    s.batch * d,
-                );
-                match &head.linear {
-                    Some(linear) => {
-                        let logits =
-                            linear.forward(&mut g, cls, s.batch, Activation::Identity, None);
-                        g.output("logits".into(), logits, vec![s.batch, linear.out_features]);
-                    }
-                    None => g.output("logits".into(), cls, vec![s.batch, d]),
-                }
+            );
+            return g;
+        }
+        let select_cls = Op::SelectCls {
+            batch: s.batch,
+            tokens,
+            dim: d,
+        };
+        let cls = g.op(select_cls, &[last_hidden_state], s.batch * d);
+        match &self.head {
+            Head::Linear(linear) => {
+                let logits = linear.forward(&mut g, cls, s.batch, Activation::Identity, None);
+                g.output("logits".into(), logits, vec![s.batch, linear.out_features]);
             }
+            Head::Identity | Head::None => g.output("logits".into(), cls, vec![s.batch, d]),
         }
         g
     }
