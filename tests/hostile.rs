@@ -800,6 +800,43 @@ fn a_failed_write_leaves_the_old_output_whole() {
     assert_eq!(std::fs::read(&output).unwrap(), b"the old output");
 }
 
+/// A worker thread the system refuses to start is an error, not a panic: under a 100 MB
+/// address-space limit, 64 threads' stacks (2 MiB each) cannot all be mapped, while two
+/// threads run the same forward.
+#[cfg(target_os = "linux")]
+#[test]
+fn threads_the_system_refuses_are_an_error() {
+    let dir = TempDir::new("thread-limit");
+    let output = dir.path().join("out.safetensors");
+    let run = |threads: &str| {
+        std::process::Command::new("prlimit")
+            .arg("--as=100000000")
+            .arg(env!("CARGO_BIN_EXE_vitmsn"))
+            .args([
+                "forward",
+                "--backend",
+                "cpu",
+                "--threads",
+                threads,
+                "--quiet",
+            ])
+            .arg("--model")
+            .arg(common::fixtures_dir().join("classifier_ce/model"))
+            .arg("--input")
+            .arg(common::fixtures_dir().join("classifier_ce/inputs.safetensors"))
+            .arg("--output")
+            .arg(&output)
+            .output()
+            .expect("prlimit (util-linux) runs")
+    };
+    let refused = run("64");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot start 64 CPU threads"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(run("2").status.success());
+}
+
 /// A link planted at the temporary file's name is never written through.
 #[test]
 fn a_planted_temporary_name_is_not_written_through() {

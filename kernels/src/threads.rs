@@ -72,7 +72,15 @@ pub struct ThreadPool {
 
 impl ThreadPool {
     /// A pool in which `threads` threads (the caller and `threads - 1` workers) run tasks.
+    /// Panics if a worker thread cannot be started; [`try_new`](Self::try_new) returns that
+    /// error instead.
     pub fn new(threads: usize) -> Self {
+        Self::try_new(threads).expect("spawning a worker thread")
+    }
+
+    /// As [`new`](Self::new), but a worker that the system refuses to start (a thread or
+    /// memory limit) is an error, and the workers already started are stopped.
+    pub fn try_new(threads: usize) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 job: None,
@@ -86,20 +94,19 @@ impl ThreadPool {
             inside: AtomicUsize::new(0),
             worker_panicked: AtomicBool::new(false),
         });
-        let workers = (1..threads.max(1))
-            .map(|i| {
-                let shared = shared.clone();
-                std::thread::Builder::new()
-                    .name(format!("vitmsn-worker-{i}"))
-                    .spawn(move || worker_loop(&shared))
-                    .expect("spawning a worker thread")
-            })
-            .collect();
-        Self {
+        let mut pool = Self {
             shared,
-            workers,
+            workers: Vec::with_capacity(threads.saturating_sub(1)),
             busy: Mutex::new(()),
+        };
+        for i in 1..threads.max(1) {
+            let shared = pool.shared.clone();
+            let worker = std::thread::Builder::new()
+                .name(format!("vitmsn-worker-{i}"))
+                .spawn(move || worker_loop(&shared))?;
+            pool.workers.push(worker);
         }
+        Ok(pool)
     }
 
     /// Threads that run tasks, the caller included.

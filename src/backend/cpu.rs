@@ -41,9 +41,11 @@ impl CpuBackend {
                 isa.name()
             )));
         }
+        let pool = ThreadPool::try_new(threads)
+            .map_err(|e| Error::Backend(format!("cannot start {threads} CPU threads: {e}")))?;
         Ok(Self {
             isa,
-            pool: ThreadPool::new(threads),
+            pool,
             constants: Vec::new(),
             slots: HostSlots::with_budget(memory_budget),
             patches: Vec::new(),
