@@ -1,8 +1,12 @@
-//! The vectorised exponentials, one of each per instruction set that needs it:
+//! The vectorised exponentials, written once over [`F32s`]:
 //! - `exp`, Cephes' `expf`: `e^x = 2^n · e^r` with `n = round(x·log2 e)` and
 //!   `r = x − n·ln 2 ∈ [−ln2/2, ln2/2]`. Within 2 ulp; gradual underflow to 0 and overflow
 //!   to +∞ as in `f32::exp`. For the activations, which have x86 kernels only.
 //! - `exp_shifted`, attention's softmax `e^(x − shift)`, on every instruction set.
+
+use crate::simd::F32s;
+#[cfg(target_arch = "x86_64")]
+use crate::simd::Transcendental;
 
 /// ln 2 split so that `n·LN2_HI` is exact for the `n` that occur (Cody–Waite).
 #[cfg(target_arch = "x86_64")]
@@ -44,6 +48,66 @@ pub(crate) const EXP2_POLY: [f32; 6] = [
 /// `2^n` built from exponent bits is 0, and AVX-512 masks the lanes. It also keeps `n`
 /// inside the exponent range.
 pub(crate) const EXP2_MIN_ARG: f32 = -127.0;
+
+/// `2^r ≈ 1 + r·Q(r)` for `r ∈ [−1/2, 1/2]`, by [`EXP2_POLY`].
+#[inline(always)]
+pub(crate) unsafe fn exp2_fraction<V: F32s>(r: V) -> V {
+    let mut q = V::splat(EXP2_POLY[0]);
+    for &c in &EXP2_POLY[1..] {
+        q = q.fma(r, V::splat(c));
+    }
+    q.fma(r, V::splat(1.0))
+}
+
+/// `e^(x − shift)` for `x ≤ shift`, by [`EXP2_POLY`] and the instruction set's
+/// [`F32s::exp2_nonpositive`]: results below 2^−126 may flush to 0 (AVX2, NEON). NaN
+/// stays NaN.
+#[inline(always)]
+pub(crate) unsafe fn exp_shifted<V: F32s>(x: V, shift: V) -> V {
+    V::exp2_nonpositive(x.sub(shift).mul(V::splat(std::f32::consts::LOG2_E)))
+}
+
+/// `e^x` by Cephes' `expf`; NaN stays NaN.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn exp<V: Transcendental>(x: V) -> V {
+    // max/min return their second operand for NaN, so NaN passes through.
+    let x = V::splat(MAX_ARG).min(V::splat(MIN_ARG).max(x));
+    let n = x.mul(V::splat(std::f32::consts::LOG2_E)).round();
+    let r = n.fnma(V::splat(LN2_HI), x);
+    let r = n.fnma(V::splat(LN2_LO), r);
+    let mut p = V::splat(POLY[0]);
+    for &c in &POLY[1..] {
+        p = p.fma(r, V::splat(c));
+    }
+    let y = p.mul(r).fma(r, r).add(V::splat(1.0));
+    // n ∈ [−150, 128] passes the exponent range at both ends: y·2^n rounded once.
+    y.ldexp(n)
+}
+
+/// `f` on 8 lanes at a time with `V`'s vectors: 16-lane vectors get the 8 lanes twice,
+/// and must give the same bits in both halves.
+///
+/// # Safety
+/// The CPU must support `V`'s instruction set.
+#[cfg(test)]
+pub(crate) unsafe fn on_8_lanes<V: F32s>(lanes: [f32; 8], f: impl Fn(V) -> V) -> [f32; 8] {
+    let mut buffer = [0.0f32; 16];
+    for (i, x) in buffer.iter_mut().enumerate() {
+        *x = lanes[i % 8];
+    }
+    let width = V::LANES.max(8);
+    for chunk in buffer[..width].chunks_exact_mut(V::LANES) {
+        // SAFETY: the chunk has LANES elements.
+        unsafe { f(V::load(chunk.as_ptr())).store(chunk.as_mut_ptr()) };
+    }
+    let (low, high) = buffer[..width].split_at(8);
+    assert!(high
+        .iter()
+        .zip(low)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    low.try_into().unwrap()
+}
 
 /// Checks a vectorised `exp_shifted`, applied to 8 lanes at a time, against `f64::exp`
 /// where `x ≤ shift`, and at special values.
@@ -119,256 +183,48 @@ pub(crate) fn check(exp: impl Fn([f32; 8]) -> [f32; 8]) {
     assert_eq!(out[7], (-100.0f32).exp(), "subnormal results");
 }
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod avx2 {
-    use std::arch::x86_64::*;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "aarch64")]
+    use crate::simd::Neon;
+    #[cfg(target_arch = "x86_64")]
+    use crate::simd::{Avx2, Avx512};
+    use crate::Isa;
 
-    /// `e^x` on 8 lanes by [`expf`]; NaN stays NaN.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub(crate) unsafe fn exp(x: __m256) -> __m256 {
-        // max/min return their second operand for NaN, so NaN passes through.
-        let x = _mm256_min_ps(
-            _mm256_set1_ps(super::MAX_ARG),
-            _mm256_max_ps(_mm256_set1_ps(super::MIN_ARG), x),
-        );
-        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
-        );
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(super::LN2_HI), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(super::LN2_LO), r);
-        let mut p = _mm256_set1_ps(super::POLY[0]);
-        for c in &super::POLY[1..] {
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
-        }
-        let y = _mm256_add_ps(
-            _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r),
-            _mm256_set1_ps(1.0),
-        );
-        // 2^n in two normal factors, as n ∈ [−150, 128] is past the exponent range at both ends.
-        let n = _mm256_cvtps_epi32(n);
-        let low = _mm256_srai_epi32::<1>(n);
-        let high = _mm256_sub_epi32(n, low);
-        _mm256_mul_ps(_mm256_mul_ps(y, power_of_two(low)), power_of_two(high))
-    }
-
-    /// `e^(x − shift)` on 8 lanes for `x ≤ shift`, by [`EXP2_POLY`](super::EXP2_POLY);
-    /// results below 2^−126 may flush to 0. NaN stays NaN.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub(crate) unsafe fn exp_shifted(x: __m256, shift: __m256) -> __m256 {
-        let t = _mm256_mul_ps(
-            _mm256_sub_ps(x, shift),
-            _mm256_set1_ps(std::f32::consts::LOG2_E),
-        );
-        // max returns its second operand for NaN, so NaN passes through.
-        let t = _mm256_max_ps(_mm256_set1_ps(super::EXP2_MIN_ARG), t);
-        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
-        let r = _mm256_sub_ps(t, n);
-        let mut q = _mm256_set1_ps(super::EXP2_POLY[0]);
-        for c in &super::EXP2_POLY[1..] {
-            q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(*c));
-        }
-        // n ∈ [−127, 0], and 2^−127 from its exponent bits is 0.
-        _mm256_mul_ps(
-            _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0)),
-            power_of_two(_mm256_cvtps_epi32(n)),
-        )
-    }
-
-    /// `2^k` for integer lanes `k ∈ [−126, 127]`, and 0 for `k = −127`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn power_of_two(k: __m256i) -> __m256 {
-        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
-            k,
-            _mm256_set1_epi32(127),
-        )))
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn exp_shifted_is_accurate_over_its_range() {
-            if crate::Isa::Avx2Fma.is_supported() {
-                crate::expf::check_shifted(|lanes, shift| {
-                    let mut out = [0.0f32; 8];
-                    // SAFETY: AVX2 and FMA were detected; both arrays have 8 lanes.
-                    unsafe {
-                        let x = _mm256_loadu_ps(lanes.as_ptr());
-                        _mm256_storeu_ps(out.as_mut_ptr(), exp_shifted(x, _mm256_set1_ps(shift)))
-                    };
-                    out
-                });
-            }
-        }
-
-        #[test]
-        fn exp_is_accurate_over_its_range() {
-            if crate::Isa::Avx2Fma.is_supported() {
-                crate::expf::check(|lanes| {
-                    let mut out = [0.0f32; 8];
-                    // SAFETY: AVX2 and FMA were detected; both arrays have 8 lanes.
-                    unsafe {
-                        _mm256_storeu_ps(out.as_mut_ptr(), exp(_mm256_loadu_ps(lanes.as_ptr())))
-                    };
-                    out
-                });
-            }
+    /// Checks `exp_shifted` on `V` where `isa` runs here.
+    fn check_shifted_on<V: F32s>(isa: Isa) {
+        if isa.is_supported() {
+            // SAFETY: the CPU supports `V`'s instruction set, checked just above.
+            check_shifted(|lanes, shift| unsafe {
+                on_8_lanes::<V>(lanes, |x| exp_shifted(x, V::splat(shift)))
+            });
         }
     }
-}
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod avx512 {
-    use std::arch::x86_64::*;
-
-    /// `e^x` on 16 lanes by [`expf`]; NaN stays NaN.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    pub(crate) unsafe fn exp(x: __m512) -> __m512 {
-        // max/min return their second operand for NaN, so NaN passes through.
-        let x = _mm512_min_ps(
-            _mm512_set1_ps(super::MAX_ARG),
-            _mm512_max_ps(_mm512_set1_ps(super::MIN_ARG), x),
-        );
-        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
-        );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(super::LN2_HI), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(super::LN2_LO), r);
-        let mut p = _mm512_set1_ps(super::POLY[0]);
-        for c in &super::POLY[1..] {
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
+    #[test]
+    fn exp_shifted_is_accurate_over_its_range() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            check_shifted_on::<Avx2>(Isa::Avx2Fma);
+            check_shifted_on::<Avx512>(Isa::Avx512);
         }
-        let y = _mm512_add_ps(
-            _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r),
-            _mm512_set1_ps(1.0),
-        );
-        // y·2^n rounded once, to a subnormal or to 0 below the exponent range and to +∞
-        // above it.
-        _mm512_scalef_ps(y, n)
+        #[cfg(target_arch = "aarch64")]
+        check_shifted_on::<Neon>(Isa::Neon);
     }
 
-    /// `e^(x − shift)` on 16 lanes for `x ≤ shift`, by [`EXP2_POLY`](super::EXP2_POLY).
-    /// NaN stays NaN.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    pub(crate) unsafe fn exp_shifted(x: __m512, shift: __m512) -> __m512 {
-        let t = _mm512_mul_ps(
-            _mm512_sub_ps(x, shift),
-            _mm512_set1_ps(std::f32::consts::LOG2_E),
-        );
-        // Lanes below the minimum (−∞ too, whose r would be NaN) become 0; NaN compares
-        // unordered, stays in, and passes through.
-        let keep = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(t, _mm512_set1_ps(super::EXP2_MIN_ARG));
-        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
-        let r = _mm512_sub_ps(t, n);
-        let mut q = _mm512_set1_ps(super::EXP2_POLY[0]);
-        for c in &super::EXP2_POLY[1..] {
-            q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(*c));
-        }
-        _mm512_maskz_scalef_ps(keep, _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0)), n)
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn exp_shifted_is_accurate_over_its_range() {
-            if crate::Isa::Avx512.is_supported() {
-                crate::expf::check_shifted(|lanes, shift| {
-                    let mut both = [0.0f32; 16];
-                    both[..8].copy_from_slice(&lanes);
-                    both[8..].copy_from_slice(&lanes);
-                    // SAFETY: AVX-512F was detected; `both` has 16 lanes.
-                    unsafe {
-                        let x = _mm512_loadu_ps(both.as_ptr());
-                        _mm512_storeu_ps(both.as_mut_ptr(), exp_shifted(x, _mm512_set1_ps(shift)))
-                    };
-                    both[..8].try_into().unwrap()
-                });
-            }
-        }
-
-        #[test]
-        fn exp_is_accurate_over_its_range() {
-            if crate::Isa::Avx512.is_supported() {
-                crate::expf::check(|lanes| {
-                    let mut out = [0.0f32; 16];
-                    let mut both = [0.0f32; 16];
-                    both[..8].copy_from_slice(&lanes);
-                    both[8..].copy_from_slice(&lanes);
-                    // SAFETY: AVX-512F was detected; both arrays have 16 lanes.
-                    unsafe {
-                        _mm512_storeu_ps(out.as_mut_ptr(), exp(_mm512_loadu_ps(both.as_ptr())))
-                    };
-                    let (low, high) = out.split_at(8);
-                    assert!(low
-                        .iter()
-                        .zip(high)
-                        .all(|(a, b)| a.to_bits() == b.to_bits()));
-                    out[..8].try_into().unwrap()
-                });
-            }
+    #[cfg(target_arch = "x86_64")]
+    fn check_on<V: Transcendental>(isa: Isa) {
+        if isa.is_supported() {
+            // SAFETY: the CPU supports `V`'s instruction set, checked just above.
+            check(|lanes| unsafe { on_8_lanes::<V>(lanes, |x| exp(x)) });
         }
     }
-}
 
-#[cfg(target_arch = "aarch64")]
-pub(crate) mod neon {
-    use std::arch::aarch64::*;
-
-    /// `e^(x − shift)` on 4 lanes for `x ≤ shift`, by [`EXP2_POLY`](super::EXP2_POLY);
-    /// results below 2^−126 may flush to 0. NaN stays NaN.
-    #[inline]
-    #[target_feature(enable = "neon")]
-    pub(crate) unsafe fn exp_shifted(x: float32x4_t, shift: float32x4_t) -> float32x4_t {
-        let t = vmulq_n_f32(vsubq_f32(x, shift), std::f32::consts::LOG2_E);
-        // NEON's max returns NaN if either operand is NaN.
-        let t = vmaxq_f32(vdupq_n_f32(super::EXP2_MIN_ARG), t);
-        let n = vrndnq_f32(t);
-        let r = vsubq_f32(t, n);
-        let mut q = vdupq_n_f32(super::EXP2_POLY[0]);
-        for c in &super::EXP2_POLY[1..] {
-            q = vfmaq_f32(vdupq_n_f32(*c), q, r);
-        }
-        // n ∈ [−127, 0], and 2^−127 from its exponent bits is 0.
-        vmulq_f32(
-            vfmaq_f32(vdupq_n_f32(1.0), q, r),
-            power_of_two(vcvtq_s32_f32(n)),
-        )
-    }
-
-    /// `2^k` for integer lanes `k ∈ [−126, 127]`, and 0 for `k = −127`.
-    #[inline]
-    #[target_feature(enable = "neon")]
-    unsafe fn power_of_two(k: int32x4_t) -> float32x4_t {
-        vreinterpretq_f32_s32(vshlq_n_s32::<23>(vaddq_s32(k, vdupq_n_s32(127))))
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn exp_shifted_is_accurate_over_its_range() {
-            if crate::Isa::Neon.is_supported() {
-                crate::expf::check_shifted(|lanes, shift| {
-                    let mut out = [0.0f32; 8];
-                    for (src, dst) in lanes.chunks_exact(4).zip(out.chunks_exact_mut(4)) {
-                        // SAFETY: NEON was detected; both chunks have 4 elements.
-                        unsafe {
-                            let x = vld1q_f32(src.as_ptr());
-                            vst1q_f32(dst.as_mut_ptr(), exp_shifted(x, vdupq_n_f32(shift)));
-                        }
-                    }
-                    out
-                });
-            }
-        }
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn exp_is_accurate_over_its_range() {
+        check_on::<Avx2>(Isa::Avx2Fma);
+        check_on::<Avx512>(Isa::Avx512);
     }
 }

@@ -1,7 +1,8 @@
 //! CPU kernels of the vitmsn engine.
 //!
 //! `scalar` holds the reference version of every op; optimised versions live beside it,
-//! one module per instruction set, and are property-tested against it.
+//! one module per op family, written once over the f32 vector vocabulary of `simd` with a
+//! thin entry point per instruction set, and are property-tested against it.
 
 pub mod activation;
 pub mod aligned;
@@ -11,6 +12,7 @@ pub mod gemm;
 pub mod norm;
 pub mod peak;
 pub mod scalar;
+mod simd;
 pub mod threads;
 
 /// The activation functions of transformers' `ACT2FN` that ViT configs use.

@@ -5,6 +5,11 @@
 
 use std::hint::black_box;
 
+use crate::simd::F32s;
+#[cfg(target_arch = "aarch64")]
+use crate::simd::Neon;
+#[cfg(target_arch = "x86_64")]
+use crate::simd::{Avx2, Avx512};
 use crate::threads::ThreadPool;
 use crate::Isa;
 
@@ -21,11 +26,11 @@ pub fn fma_chains(isa: Isa, pool: &ThreadPool, steps: usize) -> u64 {
         let sum = match isa {
             // SAFETY (all three): checked above that the CPU supports `isa`.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { x86::chains_avx512(steps) },
+            Isa::Avx512 => unsafe { chains_avx512(steps) },
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma => unsafe { x86::chains_avx2(steps) },
+            Isa::Avx2Fma => unsafe { chains_avx2(steps) },
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon => unsafe { arm::chains_neon(steps) },
+            Isa::Neon => unsafe { chains_neon(steps) },
             _ => scalar_chains(steps),
         };
         black_box(sum);
@@ -43,72 +48,46 @@ fn scalar_chains(steps: usize) -> f32 {
     acc.iter().sum()
 }
 
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    use super::CHAINS;
-
-    /// # Safety
-    /// The CPU must support AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn chains_avx512(steps: usize) -> f32 {
-        let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
-        let mut acc = [_mm512_set1_ps(1.0); CHAINS];
-        for _ in 0..steps {
-            for x in &mut acc {
-                *x = _mm512_fmadd_ps(*x, a, b);
-            }
+/// `steps` steps of `CHAINS` independent vector FMAs, and the sum of their lanes.
+///
+/// # Safety
+/// The CPU must support `V`'s instruction set.
+#[inline(always)]
+unsafe fn chains<V: F32s>(steps: usize) -> f32 {
+    let (a, b) = (V::splat(0.999_999), V::splat(1e-7));
+    let mut acc = [V::splat(1.0); CHAINS];
+    for _ in 0..steps {
+        for x in &mut acc {
+            *x = x.fma(a, b);
         }
-        _mm512_reduce_add_ps(
-            acc.into_iter()
-                .fold(_mm512_setzero_ps(), |s, x| _mm512_add_ps(s, x)),
-        )
     }
-
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn chains_avx2(steps: usize) -> f32 {
-        let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
-        let mut acc = [_mm256_set1_ps(1.0); CHAINS];
-        for _ in 0..steps {
-            for x in &mut acc {
-                *x = _mm256_fmadd_ps(*x, a, b);
-            }
-        }
-        let mut lanes = [0.0f32; 8];
-        let sum = acc
-            .into_iter()
-            .fold(_mm256_setzero_ps(), |s, x| _mm256_add_ps(s, x));
-        // SAFETY: `lanes` holds 8 floats.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
-        lanes.iter().sum()
-    }
+    acc.into_iter()
+        .fold(V::zero(), |s, x| s.add(x))
+        .reduce_sum()
 }
 
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn chains_avx512(steps: usize) -> f32 {
+    chains::<Avx512>(steps)
+}
+
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn chains_avx2(steps: usize) -> f32 {
+    chains::<Avx2>(steps)
+}
+
+/// # Safety
+/// The CPU must support NEON.
 #[cfg(target_arch = "aarch64")]
-mod arm {
-    use std::arch::aarch64::*;
-
-    use super::CHAINS;
-
-    /// # Safety
-    /// The CPU must support NEON.
-    #[target_feature(enable = "neon")]
-    pub(super) unsafe fn chains_neon(steps: usize) -> f32 {
-        let (a, b) = (vdupq_n_f32(0.999_999), vdupq_n_f32(1e-7));
-        let mut acc = [vdupq_n_f32(1.0); CHAINS];
-        for _ in 0..steps {
-            for x in &mut acc {
-                *x = vfmaq_f32(b, *x, a);
-            }
-        }
-        vaddvq_f32(
-            acc.into_iter()
-                .fold(vdupq_n_f32(0.0), |s, x| vaddq_f32(s, x)),
-        )
-    }
+#[target_feature(enable = "neon")]
+unsafe fn chains_neon(steps: usize) -> f32 {
+    chains::<Neon>(steps)
 }
 
 #[cfg(test)]

@@ -1,16 +1,22 @@
-//! Activation functions over slices, vectorised per instruction set.
+//! Activation functions over slices, vectorised on x86 and written once over
+//! [`Transcendental`].
 //!
-//! `Activation::apply` is the reference; the AVX2 versions here follow it to within a few
-//! ulp (exact-erf GELU to ~1e-7 absolute) and are what the GEMM epilogue applies in
-//! registers, so a fused GEMM and `activation_inplace` give the same bits. The AVX-512
-//! versions repeat the AVX2 ones operation for operation on 16 lanes: the same bits again.
+//! `Activation::apply` is the reference; the vectorised versions here follow it to within a
+//! few ulp (exact-erf GELU to ~1e-7 absolute) and are what the GEMM epilogue applies in
+//! registers, so a fused GEMM and `activation_inplace` give the same bits. Their order of
+//! operations is the same on every instruction set, so AVX-512 and AVX2 give the same
+//! bits too.
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod avx2;
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod avx512;
+use std::f32::consts::SQRT_2;
 
+#[cfg(target_arch = "x86_64")]
+use crate::expf::{self, exp};
+#[cfg(target_arch = "x86_64")]
+use crate::simd::{Avx2, Avx512, Transcendental};
 use crate::{Activation, Isa};
+#[cfg(target_arch = "x86_64")]
+use crate::{SELU_ALPHA, SELU_SCALE, SQRT_2_OVER_PI};
 
 /// Applies `act` to every element of `x` in place, with `isa`'s vector instructions.
 ///
@@ -25,16 +31,298 @@ pub fn activation_inplace(isa: Isa, act: Activation, x: &mut [f32]) {
         Isa::Avx2Fma => {
             assert!(isa.is_supported(), "this CPU lacks {isa:?}");
             // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-            unsafe { avx2::apply_slice(act, x) }
+            unsafe { apply_slice_avx2(act, x) }
         }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => {
             assert!(isa.is_supported(), "this CPU lacks {isa:?}");
             // SAFETY: the CPU supports AVX-512F, AVX2 and FMA, checked just above.
-            unsafe { avx512::apply_slice(act, x) }
+            unsafe { apply_slice_avx512(act, x) }
         }
         _ => crate::scalar::activation(act, x),
     }
+}
+
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn apply_slice_avx2(act: Activation, x: &mut [f32]) {
+    apply_slice::<Avx2>(act, x)
+}
+
+/// # Safety
+/// The CPU must support AVX-512F, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn apply_slice_avx512(act: Activation, x: &mut [f32]) {
+    apply_slice::<Avx512>(act, x)
+}
+
+/// Runs `$body` with `$f` bound to the vector function of `$act`, choosing it once, so
+/// that each function inlines into its own loop.
+#[cfg(target_arch = "x86_64")]
+macro_rules! with_activation {
+    ($act:expr, $v:ty, |$f:ident| $body:expr) => {
+        match $act {
+            Activation::Identity => {}
+            Activation::Gelu => {
+                let $f = gelu::<$v>;
+                $body
+            }
+            Activation::GeluTanh => {
+                let $f = gelu_tanh::<$v>;
+                $body
+            }
+            Activation::GeluFast => {
+                let $f = gelu_fast::<$v>;
+                $body
+            }
+            Activation::QuickGelu => {
+                let $f = quick_gelu::<$v>;
+                $body
+            }
+            Activation::Relu => {
+                let $f = relu::<$v>;
+                $body
+            }
+            Activation::Relu6 => {
+                let $f = relu6::<$v>;
+                $body
+            }
+            Activation::Relu2 => {
+                let $f = relu2::<$v>;
+                $body
+            }
+            Activation::LeakyRelu => {
+                let $f = leaky_relu::<$v>;
+                $body
+            }
+            Activation::Selu => {
+                let $f = selu::<$v>;
+                $body
+            }
+            Activation::Silu => {
+                let $f = silu::<$v>;
+                $body
+            }
+            Activation::Mish => {
+                let $f = mish::<$v>;
+                $body
+            }
+            Activation::Tanh => {
+                let $f = tanh::<$v>;
+                $body
+            }
+            Activation::Sigmoid => {
+                let $f = sigmoid::<$v>;
+                $body
+            }
+        }
+    };
+}
+
+/// `act` on every element of `x` in place; the tail in one masked vector.
+///
+/// # Safety
+/// The CPU must support `V`'s instruction set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn apply_slice<V: Transcendental>(act: Activation, x: &mut [f32]) {
+    with_activation!(act, V, |f| {
+        let mut chunks = x.chunks_exact_mut(V::LANES);
+        for chunk in &mut chunks {
+            let p = chunk.as_mut_ptr();
+            // SAFETY: the chunk has LANES elements.
+            unsafe { f(V::load(p)).store(p) };
+        }
+        let tail = chunks.into_remainder();
+        if !tail.is_empty() {
+            let (p, n) = (tail.as_mut_ptr(), tail.len());
+            // SAFETY: the tail has n < LANES elements, and only those are read and written.
+            unsafe { f(V::load_tail(p, n)).store_tail(p, n) };
+        }
+    })
+}
+
+/// `act` on every lane of every vector in `vs`, choosing the function once for all.
+///
+/// # Safety
+/// The CPU must support `V`'s instruction set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn apply_all<V: Transcendental>(act: Activation, vs: &mut [V]) {
+    with_activation!(act, V, |f| vs.iter_mut().for_each(|v| *v = f(*v)))
+}
+
+/// `x·Φ(x)`, as `x/2 + |x|·(Φ(|x|) − 1/2)`: `half_erf` gives the second factor, and the
+/// sign needs no handling because `x·(Φ(x) − 1/2)` is even in x.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn gelu<V: Transcendental>(x: V) -> V {
+    let magnitude = x.abs();
+    magnitude.fma(half_erf(magnitude), V::splat(0.5).mul(x))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn gelu_tanh<V: Transcendental>(x: V) -> V {
+    let half_x = V::splat(0.5).mul(x);
+    let x3 = x.mul(x).mul(x);
+    let inner = V::splat(SQRT_2_OVER_PI).mul(V::splat(0.044715).fma(x3, x));
+    half_x.fma(tanh(inner), half_x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn gelu_fast<V: Transcendental>(x: V) -> V {
+    let half_x = V::splat(0.5).mul(x);
+    let x2 = x.mul(x);
+    let inner = x
+        .mul(V::splat(SQRT_2_OVER_PI))
+        .mul(V::splat(0.044715).fma(x2, V::splat(1.0)));
+    half_x.fma(tanh(inner), half_x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn quick_gelu<V: Transcendental>(x: V) -> V {
+    x.mul(sigmoid(V::splat(1.702).mul(x)))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn relu<V: Transcendental>(x: V) -> V {
+    x.max(V::zero())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn relu6<V: Transcendental>(x: V) -> V {
+    relu(x).min(V::splat(6.0))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn relu2<V: Transcendental>(x: V) -> V {
+    let r = relu(x);
+    r.mul(r)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn leaky_relu<V: Transcendental>(x: V) -> V {
+    let negative = x.lt(V::zero());
+    V::select(negative, V::splat(0.01).mul(x), x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn selu<V: Transcendental>(x: V) -> V {
+    let positive = x.gt(V::zero());
+    let negative_branch = V::splat(SELU_SCALE * SELU_ALPHA).mul(expm1(x));
+    V::select(positive, V::splat(SELU_SCALE).mul(x), negative_branch)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn silu<V: Transcendental>(x: V) -> V {
+    x.mul(sigmoid(x))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn mish<V: Transcendental>(x: V) -> V {
+    x.mul(tanh_softplus(x))
+}
+
+/// `p(x)` for coefficients listed from the highest power down, by Horner's rule.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn polynomial<V: Transcendental>(x: V, coefficients: &[f32]) -> V {
+    let mut acc = V::splat(coefficients[0]);
+    for &c in &coefficients[1..] {
+        acc = acc.fma(x, V::splat(c));
+    }
+    acc
+}
+
+/// Splits `x` into `n · ln 2 + r` with integer `n` and `|r| ≤ ln 2 / 2`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn reduce_ln2<V: Transcendental>(x: V) -> (V, V) {
+    let n = x.mul(V::splat(std::f32::consts::LOG2_E)).round();
+    let r = n.fnma(V::splat(expf::LN2_HI), x);
+    (n, n.fnma(V::splat(expf::LN2_LO), r))
+}
+
+/// `e^x − 1`, accurate relative to the result near 0 too (where `exp(x) − 1` cancels);
+/// −1 below −88, `x` clamped to 88 above.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn expm1<V: Transcendental>(x: V) -> V {
+    let x = V::splat(-88.0).max(V::splat(88.0).min(x));
+    let (n, r) = reduce_ln2(x);
+    // Taylor series of e^r − 1 to r⁷: the next term is below 2e-8 relative for |r| ≤ ln 2 / 2.
+    let p = polynomial(
+        r,
+        &[
+            1.0 / 5040.0,
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+        ],
+    );
+    let em1_r = p.fma(r.mul(r), r);
+    // e^x − 1 = 2^n·(e^r − 1) + (2^n − 1), exact in the last term for the n that occur.
+    let scale = V::pow2(n.to_i32());
+    scale.fma(em1_r, scale.sub(V::splat(1.0)))
+}
+
+/// `tanh x = (e^{2x} − 1) / (e^{2x} + 1)`, through `expm1` so small `x` keeps its precision.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tanh<V: Transcendental>(x: V) -> V {
+    // tanh is ±1 in f32 beyond |x| = 10, and e^{2x} must not overflow.
+    let x = V::splat(-10.0).max(V::splat(10.0).min(x));
+    let em1 = expm1(x.add(x));
+    em1.div(em1.add(V::splat(2.0)))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn sigmoid<V: Transcendental>(x: V) -> V {
+    let e = exp(V::zero().sub(x));
+    V::splat(1.0).div(V::splat(1.0).add(e))
+}
+
+/// `tanh(softplus(x))` without a logarithm: with `u = e^x`, `tanh(ln(1 + u))` is
+/// `u(u + 2) / (u(u + 2) + 2)`. Past x = 20, where PyTorch's softplus returns x, it is 1.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tanh_softplus<V: Transcendental>(x: V) -> V {
+    let u = exp(x.min(V::splat(20.0)));
+    let num = u.mul(u.add(V::splat(2.0)));
+    let t = num.div(num.add(V::splat(2.0)));
+    V::select(x.gt(V::splat(20.0)), V::splat(1.0), t)
+}
+
+/// `erf(x/√2)/2` for `x ≥ 0`, from `HALF_ERF_PIECES`; see there for the pieces.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn half_erf<V: Transcendental>(magnitude: V) -> V {
+    let offset = magnitude
+        .fma(V::splat(SQRT_2), V::splat(-0.5))
+        .min(V::splat(LAST_OFFSET));
+    let piece = offset.to_i32();
+    let t = offset.sub(V::from_i32(piece));
+    let mut acc = V::lookup8(&HALF_ERF_PIECES[0], piece);
+    for row in &HALF_ERF_PIECES[1..] {
+        acc = acc.fma(t, V::lookup8(row, piece));
+    }
+    acc
 }
 
 /// erf on eight pieces of `[0, 4]`, each half a unit wide: piece `i` is a degree-6
@@ -120,7 +408,7 @@ const ERF_PIECES: [[f32; 8]; 7] = [
 /// is `√2|x| − 0.5`: rounded to the nearest integer it is the piece, and the remainder is
 /// `t` (a tie picks the neighbouring piece, evaluated at its own edge, t = ±0.5).
 #[cfg(target_arch = "x86_64")]
-pub(crate) const HALF_ERF_PIECES: [[f32; 8]; 7] = {
+const HALF_ERF_PIECES: [[f32; 8]; 7] = {
     let mut rows = ERF_PIECES;
     let mut j = 0;
     while j < rows.len() {
@@ -137,7 +425,7 @@ pub(crate) const HALF_ERF_PIECES: [[f32; 8]; 7] = {
 /// The largest `√2|x| − 0.5` the pieces take: just under 7.5, so it rounds to the last
 /// piece, at whose end (|z| = 4) erf/2 rounds to 1/2 in f32 and stays there.
 #[cfg(target_arch = "x86_64")]
-pub(crate) const LAST_OFFSET: f32 = f32::from_bits(7.5f32.to_bits() - 1);
+const LAST_OFFSET: f32 = f32::from_bits(7.5f32.to_bits() - 1);
 
 #[cfg(test)]
 mod tests {

@@ -9,18 +9,35 @@
 //! whichever task or thread runs it, so results never depend on the thread count.
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod avx2;
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod avx512;
-#[cfg(target_arch = "aarch64")]
-pub(crate) mod neon;
+mod avx512;
+mod tiles;
 
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::aligned::AlignedVec;
+#[cfg(target_arch = "aarch64")]
+use crate::simd::Neon;
+#[cfg(target_arch = "x86_64")]
+use crate::simd::{Avx2, Avx512};
 use crate::threads::{DisjointMut, ThreadPool};
 use crate::{scalar, AttentionShape, Isa};
+use tiles::tile_kernels;
+
+// The register tiles of each instruction set.
+// AVX-512: 12 query rows × 32 keys or value columns, two 16-lane vectors a row; 24 of the
+// 32 registers hold accumulators.
+#[cfg(target_arch = "x86_64")]
+tile_kernels!(
+    Avx512Tiles, Avx512, "avx512f,avx2,fma", rows: 12, vectors: 2,
+    transpose_keys: avx512::transpose_keys
+);
+// AVX2: 6 rows × 16, two 8-lane vectors a row; 12 of the 16 registers accumulate.
+#[cfg(target_arch = "x86_64")]
+tile_kernels!(Avx2Tiles, Avx2, "avx2,fma", rows: 6, vectors: 2);
+// NEON: the AVX2 tile in 4-lane vectors; 24 of the 32 registers accumulate.
+#[cfg(target_arch = "aarch64")]
+tile_kernels!(NeonTiles, Neon, "neon", rows: 6, vectors: 4);
 
 /// Upper bound on [`Kernels::TILE_ROWS`].
 const MAX_TILE_ROWS: usize = 16;
@@ -33,13 +50,6 @@ const MAX_TILE_COLS: usize = 32;
 /// 197 tokens) take a single step, with nothing to rescale. A multiple of every
 /// [`Kernels::PANEL_KEYS`].
 const BLOCK_KEYS: usize = 256;
-/// How far ahead, in bytes, the x86 score and context tiles prefetch the key and value
-/// panels they stream. Past a few hundred tokens a head's keys and values outgrow L1, and
-/// a tile step, which takes one 64- or 128-byte row of them every 6 to 12 cycles, would
-/// otherwise wait on L2: prefetching 1 KiB ahead measured 7–10 % faster at 197 tokens
-/// on AVX2 and 10 % faster at 3137 on both. (Stable Rust has no NEON prefetch.)
-#[cfg(target_arch = "x86_64")]
-const PREFETCH_AHEAD_BYTES: usize = 1024;
 /// A split of heads into row blocks is kept once the busiest thread has at most this
 /// much more than an even share (in eighths); each extra block repacks its head.
 const MAX_IMBALANCE_EIGHTHS: usize = 9;
@@ -514,17 +524,15 @@ pub fn attention(
         // SAFETY (all three): checked above that the CPU supports `isa`.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe {
-            blocked_attention::<avx512::Avx512>(
-                shape, qkv, head_scale, context, probs, pool, scratch,
-            )
+            blocked_attention::<Avx512Tiles>(shape, qkv, head_scale, context, probs, pool, scratch)
         },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2Fma => unsafe {
-            blocked_attention::<avx2::Avx2>(shape, qkv, head_scale, context, probs, pool, scratch)
+            blocked_attention::<Avx2Tiles>(shape, qkv, head_scale, context, probs, pool, scratch)
         },
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => unsafe {
-            blocked_attention::<neon::Neon>(shape, qkv, head_scale, context, probs, pool, scratch)
+            blocked_attention::<NeonTiles>(shape, qkv, head_scale, context, probs, pool, scratch)
         },
         _ => scalar::attention(shape, qkv, head_scale, context, probs),
     }

@@ -8,7 +8,8 @@
 //! the packing; each instruction set supplies one small micro-kernel behind
 //! [`GemmKernel`] that multiplies an `MR×depth` panel of A by a `depth×NR` panel of B and
 //! finishes the tile: after the last K block it applies `act(c + bias) + residual` to the
-//! tile it just summed (in registers, for AVX2), so the epilogue costs no pass over C.
+//! tile it just summed (in registers on x86), so the epilogue costs no pass over C. The
+//! SIMD micro-kernels are one generic body (`tile`) in each set's tile shape.
 //!
 //! Threads split C into blocks of rows (and of columns when there are too few rows);
 //! K is never split, so each element is summed in the same order whatever the thread
@@ -26,6 +27,7 @@ mod loops;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod portable;
+mod tile;
 
 /// A register-tiled micro-kernel and the block sizes its loop nest uses.
 ///
