@@ -131,13 +131,11 @@ fn time_linear(
     backend.load_constants(vec![
         Constant {
             name: "weight".into(),
-            shape: vec![n, k],
             data: values(n * k, 1),
             role: ConstRole::LinearWeight { n, k },
         },
         Constant {
             name: "bias".into(),
-            shape: vec![n],
             data: values(n, 2),
             role: ConstRole::Vector,
         },

@@ -14,7 +14,6 @@ pub type ConstId = usize;
 pub struct Constant {
     /// The checkpoint name (or names, for a fused tensor), for messages.
     pub name: String,
-    pub shape: Vec<usize>,
     pub data: Vec<f32>,
     pub role: ConstRole,
 }

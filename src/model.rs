@@ -23,19 +23,14 @@ struct Loader<'w> {
 }
 
 impl Loader<'_> {
-    fn add(&mut self, name: String, shape: Vec<usize>, data: Vec<f32>, role: ConstRole) -> ConstId {
-        self.constants.push(Constant {
-            name,
-            shape,
-            data,
-            role,
-        });
+    fn add(&mut self, name: String, data: Vec<f32>, role: ConstRole) -> ConstId {
+        self.constants.push(Constant { name, data, role });
         self.constants.len() - 1
     }
 
     fn vector(&mut self, name: &str, shape: &[usize]) -> Result<ConstId> {
         let data = self.weights.get(name, shape)?;
-        Ok(self.add(name.to_string(), shape.to_vec(), data, ConstRole::Vector))
+        Ok(self.add(name.to_string(), data, ConstRole::Vector))
     }
 
     /// Several tensors of shape `[rows_i, ..rest]` stacked along their first axis into one
@@ -51,9 +46,7 @@ impl Loader<'_> {
         for part in &parts {
             data.extend_from_slice(part);
         }
-        let mut stacked_shape = shape.to_vec();
-        stacked_shape[0] *= names.len();
-        Ok(self.add(names.join("+"), stacked_shape, data, role))
+        Ok(self.add(names.join("+"), data, role))
     }
 }
 
@@ -79,7 +72,7 @@ impl Linear {
             n: out_features,
             k: in_features,
         };
-        let weight = l.add(name, vec![out_features, in_features], data, role);
+        let weight = l.add(name, data, role);
         let bias = if bias {
             Some(l.vector(&format!("{prefix}.bias"), &[out_features])?)
         } else {
@@ -186,7 +179,6 @@ impl ViTMSNPatchEmbeddings {
         let data = l.weights.get(&name, &[d, ch, p, p])?;
         let weight = l.add(
             name,
-            vec![d, ch * p * p],
             data,
             ConstRole::LinearWeight {
                 n: d,

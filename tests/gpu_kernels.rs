@@ -50,7 +50,6 @@ impl Gpu {
             .enumerate()
             .map(|(i, data)| Constant {
                 name: format!("constant {i}"),
-                shape: vec![data.len()],
                 data: data.to_vec(),
                 role: ConstRole::Vector,
             })
