@@ -4,7 +4,6 @@
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::plan::{CompiledGraph, Slot};
-use std::collections::HashMap;
 use std::time::Instant;
 
 /// The time one op of a forward took.
@@ -66,12 +65,13 @@ impl Executor {
         Ok(())
     }
 
-    /// Writes `inputs` (by name), runs every node, and returns each graph output by name.
+    /// Writes `inputs` (by name), runs every node, and returns the graph's outputs in its
+    /// order.
     pub fn run(
         &mut self,
         compiled: &CompiledGraph,
         inputs: &[(&str, &[f32])],
-    ) -> Result<HashMap<String, Vec<f32>>> {
+    ) -> Result<Vec<Vec<f32>>> {
         self.prepare(compiled)?;
         let CompiledGraph { graph, plan, .. } = compiled;
         for (name, value) in &graph.inputs {
@@ -109,13 +109,7 @@ impl Executor {
             .iter()
             .map(|(_, v, _)| (plan.slot_of[*v], graph.value_sizes[*v]))
             .collect();
-        let data = self.backend.read(&requests)?;
-        Ok(graph
-            .outputs
-            .iter()
-            .map(|(name, _, _)| name.clone())
-            .zip(data)
-            .collect())
+        self.backend.read(&requests)
     }
 }
 

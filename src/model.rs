@@ -472,7 +472,6 @@ struct ViTMSNModel {
     embeddings: ViTMSNEmbeddings,
     layers: Vec<ViTMSNLayer>,
     layernorm: LayerNorm,
-    hidden_size: usize,
     num_heads: usize,
 }
 
@@ -489,48 +488,72 @@ impl ViTMSNModel {
                 c.hidden_size,
                 c.layer_norm_eps,
             )?,
-            hidden_size: c.hidden_size,
             num_heads: c.num_attention_heads,
         })
     }
 
-    /// Builds the graph up to the final LayerNorm and returns `last_hidden_state`.
-    fn forward(&self, g: &mut Graph, s: &ForwardShape) -> ValueId {
+    /// Builds the graph up to the final LayerNorm: transformers' `BaseModelOutput`, with
+    /// every layer's input and the last layer's output as `hidden_states`, and each layer's
+    /// probabilities when the shape asks for them.
+    fn forward(&self, g: &mut Graph, s: &ForwardShape) -> BaseModelOutput {
         let tokens = s.patches(self.embeddings.patch_embeddings.patch_size) + 1;
-        let hidden_shape = vec![s.batch, tokens, self.hidden_size];
         let mut hidden_states = self.embeddings.forward(g, s);
         let encoder = Encoder {
             shape: s,
             tokens,
             head_mask: g.input("head_mask", self.layers.len() * self.num_heads),
         };
+        let mut all_hidden_states = Vec::with_capacity(self.layers.len() + 1);
+        let mut all_attentions = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
-            if s.output_hidden_states {
-                g.output(
-                    format!("hidden_states.{i}"),
-                    hidden_states,
-                    hidden_shape.clone(),
-                );
-            }
+            all_hidden_states.push(hidden_states);
             let (output, attentions) = layer.forward(g, hidden_states, i, &encoder);
-            if let Some(probs) = attentions {
-                g.output(
-                    format!("attentions.{i}"),
-                    probs,
-                    vec![s.batch, self.num_heads, tokens, tokens],
-                );
-            }
+            all_attentions.extend(attentions);
             hidden_states = output;
         }
-        if s.output_hidden_states || s.output_prenorm {
-            g.output(
-                format!("hidden_states.{}", self.layers.len()),
-                hidden_states,
-                hidden_shape,
-            );
+        all_hidden_states.push(hidden_states);
+        BaseModelOutput {
+            last_hidden_state: self.layernorm.forward(g, hidden_states, s.batch * tokens),
+            hidden_states: all_hidden_states,
+            attentions: all_attentions,
         }
-        self.layernorm.forward(g, hidden_states, s.batch * tokens)
     }
+}
+
+/// The backbone's results as graph values.
+struct BaseModelOutput {
+    last_hidden_state: ValueId,
+    /// The embeddings' output, then each layer's output (before the final LayerNorm).
+    hidden_states: Vec<ValueId>,
+    /// Each layer's attention probabilities, when asked for.
+    attentions: Vec<ValueId>,
+}
+
+/// What a graph output holds; `io.rs` turns `ForwardOutput`'s fields into file names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Output {
+    LastHiddenState,
+    Logits,
+    HiddenState(usize),
+    Attention(usize),
+}
+
+impl Output {
+    /// The name of the graph output, for messages.
+    fn label(self) -> String {
+        match self {
+            Output::LastHiddenState => "last_hidden_state".into(),
+            Output::Logits => "logits".into(),
+            Output::HiddenState(i) => format!("hidden_states.{i}"),
+            Output::Attention(i) => format!("attentions.{i}"),
+        }
+    }
+}
+
+/// A graph with the meaning of each of its outputs, in output order.
+struct ModelGraph {
+    compiled: CompiledGraph,
+    outputs: Vec<Output>,
 }
 
 /// What follows the backbone: nothing for `ViTMSNModel`; for
@@ -596,7 +619,7 @@ pub struct ViTMSN {
     vit: ViTMSNModel,
     head: Head,
     executor: Executor,
-    graphs: HashMap<ForwardShape, CompiledGraph>,
+    graphs: HashMap<ForwardShape, ModelGraph>,
 }
 
 impl ViTMSN {
@@ -702,15 +725,14 @@ impl ViTMSN {
     /// Runs the model on one batch.
     pub fn forward(&mut self, input: &ForwardInput) -> Result<ForwardOutput> {
         let shape = self.check(input, false, false)?;
-        let (mut results, outputs) = self.execute(shape, input)?;
         let mut out = ForwardOutput::default();
-        for (name, shape) in outputs {
-            let tensor = Tensor::new(shape, results.remove(&name).unwrap_or_default());
-            match name.split_once('.') {
-                Some(("hidden_states", _)) => out.hidden_states.push(tensor),
-                Some(("attentions", _)) => out.attentions.push(tensor),
-                _ if name == "logits" => out.logits = Some(tensor),
-                _ => out.last_hidden_state = Some(tensor),
+        // Hidden states and attentions come in layer order.
+        for (key, tensor) in self.execute(shape, input)? {
+            match key {
+                Output::LastHiddenState => out.last_hidden_state = Some(tensor),
+                Output::Logits => out.logits = Some(tensor),
+                Output::HiddenState(_) => out.hidden_states.push(tensor),
+                Output::Attention(_) => out.attentions.push(tensor),
             }
         }
         if let (Some(labels), Some(logits)) = (&input.labels, &out.logits) {
@@ -731,20 +753,15 @@ impl ViTMSN {
         };
         let prenorm = features.contains(&Feature::ClsPrenorm);
         let shape = self.check(&input, true, prenorm)?;
-        let (mut results, outputs) = self.execute(shape, &input)?;
-        let mut take = |prefix: &str| {
-            outputs
-                .iter()
-                .find(|(name, _)| name.starts_with(prefix))
-                .and_then(|(name, _)| results.remove(name))
-                .unwrap_or_default()
-        };
-        let last_hidden_state = take("last_hidden_state");
-        let before_norm = if prenorm {
-            take("hidden_states.")
-        } else {
-            Vec::new()
-        };
+        let (mut last_hidden_state, mut before_norm) = (Vec::new(), Vec::new());
+        for (key, tensor) in self.execute(shape, &input)? {
+            match key {
+                Output::LastHiddenState => last_hidden_state = tensor.data,
+                // Only the last layer's output is asked for (`output_prenorm`).
+                Output::HiddenState(_) => before_norm = tensor.data,
+                Output::Logits | Output::Attention(_) => {}
+            }
+        }
         let tokens = shape.patches(self.config.patch()) + 1;
         Ok(Embeddings::from_hidden_states(
             features,
@@ -773,14 +790,12 @@ impl ViTMSN {
         Ok(crate::predict::top_k(&logits, &self.config, top_k))
     }
 
-    /// Runs the graph for `shape` on `input`, and returns the outputs by name with the
-    /// graph's list of (name, shape) in output order.
-    #[allow(clippy::type_complexity)]
+    /// Runs the graph for `shape` on `input`, and returns its outputs, each with what it is.
     fn execute(
         &mut self,
         shape: ForwardShape,
         input: &ForwardInput,
-    ) -> Result<(HashMap<String, Vec<f32>>, Vec<(String, Vec<usize>)>)> {
+    ) -> Result<Vec<(Output, Tensor)>> {
         let (layers, heads) = (
             self.config.num_hidden_layers,
             self.config.num_attention_heads,
@@ -803,7 +818,7 @@ impl ViTMSN {
         self.compile(shape);
         // Allocating first: a batch over the memory budget fails before the position
         // table is interpolated for it.
-        self.executor.prepare(&self.graphs[&shape])?;
+        self.executor.prepare(&self.graphs[&shape].compiled)?;
         let position = self.vit.embeddings.position_table(
             shape.height,
             shape.width,
@@ -817,15 +832,14 @@ impl ViTMSN {
         if let Some(mask) = &mask {
             feeds.push(("bool_masked_pos", mask));
         }
-        let compiled = &self.graphs[&shape];
+        let ModelGraph { compiled, outputs } = &self.graphs[&shape];
         let results = self.executor.run(compiled, &feeds)?;
-        let outputs = compiled
-            .graph
-            .outputs
+        Ok(outputs
             .iter()
-            .map(|(name, _, shape)| (name.clone(), shape.clone()))
-            .collect();
-        Ok((results, outputs))
+            .zip(&compiled.graph.outputs)
+            .zip(results)
+            .map(|((&key, (_, _, shape)), data)| (key, Tensor::new(shape.clone(), data)))
+            .collect())
     }
 
     /// Checks the inputs against the model, as transformers does, and returns the
@@ -894,9 +908,9 @@ impl ViTMSN {
     /// Builds and caches the graph for `shape`.
     fn compile(&mut self, shape: ForwardShape) {
         if !self.graphs.contains_key(&shape) {
-            let graph = self.build_graph(&shape);
-            self.graphs
-                .insert(shape, CompiledGraph::new(graph, self.graphs.len() as u64));
+            let (graph, outputs) = self.build_graph(&shape);
+            let compiled = CompiledGraph::new(graph, self.graphs.len() as u64);
+            self.graphs.insert(shape, ModelGraph { compiled, outputs });
         }
     }
 
@@ -917,7 +931,7 @@ impl ViTMSN {
         };
         self.check_sizes(&shape)?;
         self.compile(shape);
-        self.executor.prepare(&self.graphs[&shape])
+        self.executor.prepare(&self.graphs[&shape].compiled)
     }
 
     /// Refuses a forward whose values could not even be counted: every size the graph
@@ -959,32 +973,58 @@ impl ViTMSN {
         Ok(())
     }
 
-    fn build_graph(&self, s: &ForwardShape) -> Graph {
+    /// The graph of a forward of shape `s`, and what each of its outputs is.
+    fn build_graph(&self, s: &ForwardShape) -> (Graph, Vec<Output>) {
         let mut g = Graph::default();
-        let last_hidden_state = self.vit.forward(&mut g, s);
+        let mut outputs = Vec::new();
+        let mut output = |g: &mut Graph, key: Output, value: ValueId, shape: Vec<usize>| {
+            g.output(key.label(), value, shape);
+            outputs.push(key);
+        };
+        let vit = self.vit.forward(&mut g, s);
         let tokens = s.patches(self.config.patch()) + 1;
         let d = self.config.hidden_size;
-        if s.backbone_only || matches!(self.head, Head::None) {
-            g.output(
-                "last_hidden_state".into(),
-                last_hidden_state,
-                vec![s.batch, tokens, d],
+        let hidden_shape = vec![s.batch, tokens, d];
+        let attention_shape = vec![s.batch, self.config.num_attention_heads, tokens, tokens];
+        if s.output_hidden_states {
+            for (i, &hidden) in vit.hidden_states.iter().enumerate() {
+                output(&mut g, Output::HiddenState(i), hidden, hidden_shape.clone());
+            }
+        } else if s.output_prenorm {
+            let (last, &hidden) = vit.hidden_states.iter().enumerate().last().expect("layers");
+            output(
+                &mut g,
+                Output::HiddenState(last),
+                hidden,
+                hidden_shape.clone(),
             );
-            return g;
+        }
+        for (i, &probs) in vit.attentions.iter().enumerate() {
+            output(&mut g, Output::Attention(i), probs, attention_shape.clone());
+        }
+        if s.backbone_only || matches!(self.head, Head::None) {
+            output(
+                &mut g,
+                Output::LastHiddenState,
+                vit.last_hidden_state,
+                hidden_shape,
+            );
+            return (g, outputs);
         }
         let select_cls = Op::SelectCls {
             batch: s.batch,
             tokens,
             dim: d,
         };
-        let cls = g.op(select_cls, &[last_hidden_state], s.batch * d);
-        match &self.head {
-            Head::Linear(linear) => {
-                let logits = linear.forward(&mut g, cls, s.batch, Activation::Identity, None);
-                g.output("logits".into(), logits, vec![s.batch, linear.out_features]);
-            }
-            Head::Identity | Head::None => g.output("logits".into(), cls, vec![s.batch, d]),
-        }
-        g
+        let cls = g.op(select_cls, &[vit.last_hidden_state], s.batch * d);
+        let (logits, labels) = match &self.head {
+            Head::Linear(linear) => (
+                linear.forward(&mut g, cls, s.batch, Activation::Identity, None),
+                linear.out_features,
+            ),
+            Head::Identity | Head::None => (cls, d),
+        };
+        output(&mut g, Output::Logits, logits, vec![s.batch, labels]);
+        (g, outputs)
     }
 }
