@@ -991,7 +991,8 @@ impl ViTMSN {
                 output(&mut g, Output::HiddenState(i), hidden, hidden_shape.clone());
             }
         } else if s.output_prenorm {
-            let (last, &hidden) = vit.hidden_states.iter().enumerate().last().expect("layers");
+            let last = vit.hidden_states.len() - 1;
+            let hidden = vit.hidden_states[last];
             output(
                 &mut g,
                 Output::HiddenState(last),
