@@ -7,6 +7,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use vitmsn_kernels::rng::Rng;
 
 pub struct Weights {
     files: Vec<SafetensorsFile>,
@@ -209,17 +210,8 @@ impl<'de> Deserialize<'de> for ListedPairs {
 /// Values spread evenly in ±0.05 (a plausible weight scale), from a generator seeded by
 /// the seed and the tensor's name, so each tensor is the same in every run.
 fn random_values(seed: u64, name: &str, len: usize) -> Vec<f32> {
-    let mut state = name.bytes().fold(seed ^ 0x9E37_79B9_7F4A_7C15, |h, b| {
+    let name_hash = name.bytes().fold(seed ^ 0x9E37_79B9_7F4A_7C15, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100_0000_01B3)
     });
-    (0..len)
-        .map(|_| {
-            // xorshift64*
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            let bits = state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
-            (bits as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
-        })
-        .collect()
+    Rng::values(name_hash, len, 0.05)
 }

@@ -102,15 +102,7 @@ fn check_cases<S: Strategy>(
 
 /// `len` values in [-scale, scale), reproducible from `seed` (xorshift).
 fn random_values(seed: u64, len: usize, scale: f32) -> Vec<f32> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
+    vitmsn_kernels::rng::Rng::values(seed, len, scale)
 }
 
 /// Fails the case when `ours` is further than `tolerance` from `reference`, relative to

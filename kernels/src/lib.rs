@@ -11,6 +11,7 @@ mod expf;
 pub mod gemm;
 pub mod norm;
 pub mod peak;
+pub mod rng;
 pub mod scalar;
 mod simd;
 pub mod threads;

@@ -640,15 +640,7 @@ mod tests {
 
     /// Inputs drawn uniformly from `[-spread, spread]` by a small deterministic generator.
     fn values(len: usize, seed: u64, spread: f32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * spread
-            })
-            .collect()
+        crate::rng::Rng::values(seed, len, spread)
     }
 
     fn assert_close(actual: &[f32], expected: &[f32], what: &str) {

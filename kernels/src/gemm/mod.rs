@@ -185,17 +185,7 @@ mod tests {
 
     /// Deterministic pseudo-random values in `[-1, 1)`.
     fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (0..len)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                ((state >> 40) as f32 / (1u64 << 23) as f32) - 1.0
-            })
-            .collect()
+        crate::rng::Rng::values(seed, len, 1.0)
     }
 
     struct Case {
