@@ -918,6 +918,21 @@ impl ViTMSN {
     /// when that is over the backend's memory budget: a caller can check a batch before
     /// building its pixels.
     pub fn reserve(&mut self, batch: usize) -> Result<()> {
+        let shape = self.plain_shape(batch)?;
+        self.executor.prepare(&self.graphs[&shape].compiled)
+    }
+
+    /// Multiply-adds ×2 of a forward of `batch` images of the configured size: each op's
+    /// `Op::flops` (the matrix products and attention; norms and activations are not
+    /// counted), summed over the graph that forward runs.
+    pub fn flops(&mut self, batch: usize) -> Result<f64> {
+        let shape = self.plain_shape(batch)?;
+        let nodes = &self.graphs[&shape].compiled.graph.nodes;
+        Ok(nodes.iter().filter_map(|node| node.op.flops()).sum())
+    }
+
+    /// The shape of a plain forward of `batch` images of the configured size, compiled.
+    fn plain_shape(&mut self, batch: usize) -> Result<ForwardShape> {
         let (height, width) = self.config.image_size.hw();
         let shape = ForwardShape {
             batch,
@@ -931,7 +946,7 @@ impl ViTMSN {
         };
         self.check_sizes(&shape)?;
         self.compile(shape);
-        self.executor.prepare(&self.graphs[&shape].compiled)
+        Ok(shape)
     }
 
     /// Refuses a forward whose values could not even be counted: every size the graph
