@@ -48,7 +48,7 @@ def shapes(arch):
 
 
 def flops_per_image(arch):
-    """Multiply-adds x2 of one image's forward, counted as vitmsn's bench::flops_per_image."""
+    """Multiply-adds x2 of one image's forward, counted as vitmsn bench counts them (the graph's Op::flops)."""
     hidden, layers, _, patch, tokens = shapes(arch)
     patches = tokens - 1
     d, i = hidden, 4 * hidden
