@@ -20,17 +20,46 @@ use vitmsn_kernels::{Activation, AttentionShape, Isa};
 struct Loader<'w> {
     weights: &'w Weights,
     constants: Vec<Constant>,
+    /// The modules being loaded, outermost first: names are looked up under them.
+    scope: Vec<String>,
 }
 
 impl Loader<'_> {
+    /// `name` inside the current scope: transformers' dotted parameter name.
+    fn name(&self, name: &str) -> String {
+        let parts = self.scope.iter().map(String::as_str).chain([name]);
+        parts
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+
+    /// Runs `load` with the module `scope` (such as `encoder.layer.0`) entered, as
+    /// PyTorch's module tree nests parameter names.
+    fn within<T>(&mut self, scope: &str, load: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.scope.push(scope.to_string());
+        let loaded = load(self);
+        self.scope.pop();
+        loaded
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.weights.contains(&self.name(name))
+    }
+
+    /// The values of `name`, checked to have `shape`.
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.weights.get(&self.name(name), shape)
+    }
+
     fn add(&mut self, name: String, data: Vec<f32>, role: ConstRole) -> ConstId {
         self.constants.push(Constant { name, data, role });
         self.constants.len() - 1
     }
 
     fn vector(&mut self, name: &str, shape: &[usize]) -> Result<ConstId> {
-        let data = self.weights.get(name, shape)?;
-        Ok(self.add(name.to_string(), data, ConstRole::Vector))
+        let data = self.get(name, shape)?;
+        Ok(self.add(self.name(name), data, ConstRole::Vector))
     }
 
     /// Several tensors of shape `[rows_i, ..rest]` stacked along their first axis into one
@@ -40,13 +69,14 @@ impl Loader<'_> {
         // a config that asks for more than the file holds fails without allocating.
         let parts = names
             .iter()
-            .map(|name| self.weights.get(name, shape))
+            .map(|name| self.get(name, shape))
             .collect::<Result<Vec<_>>>()?;
         let mut data = Vec::with_capacity(parts.iter().map(|part| part.len()).sum());
         for part in &parts {
             data.extend_from_slice(part);
         }
-        Ok(self.add(names.join("+"), data, role))
+        let full_names: Vec<String> = names.iter().map(|name| self.name(name)).collect();
+        Ok(self.add(full_names.join("+"), data, role))
     }
 }
 
@@ -59,22 +89,15 @@ struct Linear {
 }
 
 impl Linear {
-    fn load(
-        l: &mut Loader,
-        prefix: &str,
-        in_features: usize,
-        out_features: usize,
-        bias: bool,
-    ) -> Result<Self> {
-        let name = format!("{prefix}.weight");
-        let data = l.weights.get(&name, &[out_features, in_features])?;
+    fn load(l: &mut Loader, in_features: usize, out_features: usize, bias: bool) -> Result<Self> {
+        let data = l.get("weight", &[out_features, in_features])?;
         let role = ConstRole::LinearWeight {
             n: out_features,
             k: in_features,
         };
-        let weight = l.add(name, data, role);
+        let weight = l.add(l.name("weight"), data, role);
         let bias = if bias {
-            Some(l.vector(&format!("{prefix}.bias"), &[out_features])?)
+            Some(l.vector("bias", &[out_features])?)
         } else {
             None
         };
@@ -118,9 +141,9 @@ struct LayerNorm {
 }
 
 impl LayerNorm {
-    fn load(l: &mut Loader, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
-        let weight = l.vector(&format!("{prefix}.weight"), &[dim])?;
-        let bias = l.vector(&format!("{prefix}.bias"), &[dim])?;
+    fn load(l: &mut Loader, dim: usize, eps: f64) -> Result<Self> {
+        let weight = l.vector("weight", &[dim])?;
+        let bias = l.vector("bias", &[dim])?;
         Ok(Self {
             weight,
             bias,
@@ -173,19 +196,18 @@ struct ViTMSNPatchEmbeddings {
 }
 
 impl ViTMSNPatchEmbeddings {
-    fn load(l: &mut Loader, prefix: &str, c: &ViTMSNConfig) -> Result<Self> {
+    fn load(l: &mut Loader, c: &ViTMSNConfig) -> Result<Self> {
         let (p, ch, d) = (c.patch(), c.num_channels, c.hidden_size);
-        let name = format!("{prefix}.projection.weight");
-        let data = l.weights.get(&name, &[d, ch, p, p])?;
+        let data = l.get("projection.weight", &[d, ch, p, p])?;
         let weight = l.add(
-            name,
+            l.name("projection.weight"),
             data,
             ConstRole::LinearWeight {
                 n: d,
                 k: ch * p * p,
             },
         );
-        let bias = l.vector(&format!("{prefix}.projection.bias"), &[d])?;
+        let bias = l.vector("projection.bias", &[d])?;
         Ok(Self {
             weight,
             bias,
@@ -228,22 +250,18 @@ struct ViTMSNEmbeddings {
 }
 
 impl ViTMSNEmbeddings {
-    fn load(l: &mut Loader, prefix: &str, c: &ViTMSNConfig) -> Result<Self> {
+    fn load(l: &mut Loader, c: &ViTMSNConfig) -> Result<Self> {
         let d = c.hidden_size;
-        let cls_token = l.vector(&format!("{prefix}.cls_token"), &[1, 1, d])?;
-        let mask_name = format!("{prefix}.mask_token");
-        let mask_token = if l.weights.contains(&mask_name) {
-            Some(l.vector(&mask_name, &[1, 1, d])?)
+        let cls_token = l.vector("cls_token", &[1, 1, d])?;
+        let mask_token = if l.contains("mask_token") {
+            Some(l.vector("mask_token", &[1, 1, d])?)
         } else {
             None
         };
         let patch_embeddings =
-            ViTMSNPatchEmbeddings::load(l, &format!("{prefix}.patch_embeddings"), c)?;
+            l.within("patch_embeddings", |l| ViTMSNPatchEmbeddings::load(l, c))?;
         let (gh, gw) = c.grid();
-        let position_embeddings = l.weights.get(
-            &format!("{prefix}.position_embeddings"),
-            &[1, gh * gw + 1, d],
-        )?;
+        let position_embeddings = l.get("position_embeddings", &[1, gh * gw + 1, d])?;
         Ok(Self {
             cls_token,
             mask_token,
@@ -329,11 +347,10 @@ struct ViTMSNAttention {
 }
 
 impl ViTMSNAttention {
-    fn load(l: &mut Loader, prefix: &str, c: &ViTMSNConfig) -> Result<Self> {
+    fn load(l: &mut Loader, c: &ViTMSNConfig) -> Result<Self> {
         let d = c.hidden_size;
-        let names = |suffix: &str| {
-            ["query", "key", "value"].map(|p| format!("{prefix}.attention.{p}.{suffix}"))
-        };
+        let names =
+            |suffix: &str| ["query", "key", "value"].map(|p| format!("attention.{p}.{suffix}"));
         let weight = l.stacked(
             &names("weight"),
             &[d, d],
@@ -350,7 +367,7 @@ impl ViTMSNAttention {
             out_features: 3 * d,
             in_features: d,
         };
-        let output = Linear::load(l, &format!("{prefix}.output.dense"), d, d, true)?;
+        let output = l.within("output.dense", |l| Linear::load(l, d, d, true))?;
         Ok(Self {
             qkv,
             output,
@@ -408,24 +425,14 @@ struct ViTMSNLayer {
 }
 
 impl ViTMSNLayer {
-    fn load(l: &mut Loader, prefix: &str, c: &ViTMSNConfig) -> Result<Self> {
-        let (d, i) = (c.hidden_size, c.intermediate_size);
+    fn load(l: &mut Loader, c: &ViTMSNConfig) -> Result<Self> {
+        let (d, i, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
         Ok(Self {
-            attention: ViTMSNAttention::load(l, &format!("{prefix}.attention"), c)?,
-            intermediate: Linear::load(l, &format!("{prefix}.intermediate.dense"), d, i, true)?,
-            output: Linear::load(l, &format!("{prefix}.output.dense"), i, d, true)?,
-            layernorm_before: LayerNorm::load(
-                l,
-                &format!("{prefix}.layernorm_before"),
-                d,
-                c.layer_norm_eps,
-            )?,
-            layernorm_after: LayerNorm::load(
-                l,
-                &format!("{prefix}.layernorm_after"),
-                d,
-                c.layer_norm_eps,
-            )?,
+            attention: l.within("attention", |l| ViTMSNAttention::load(l, c))?,
+            intermediate: l.within("intermediate.dense", |l| Linear::load(l, d, i, true))?,
+            output: l.within("output.dense", |l| Linear::load(l, i, d, true))?,
+            layernorm_before: l.within("layernorm_before", |l| LayerNorm::load(l, d, eps))?,
+            layernorm_after: l.within("layernorm_after", |l| LayerNorm::load(l, d, eps))?,
             intermediate_act_fn: c.activation()?,
         })
     }
@@ -476,18 +483,15 @@ struct ViTMSNModel {
 }
 
 impl ViTMSNModel {
-    fn load(l: &mut Loader, prefix: &str, c: &ViTMSNConfig) -> Result<Self> {
+    fn load(l: &mut Loader, c: &ViTMSNConfig) -> Result<Self> {
         Ok(Self {
-            embeddings: ViTMSNEmbeddings::load(l, &format!("{prefix}embeddings"), c)?,
+            embeddings: l.within("embeddings", |l| ViTMSNEmbeddings::load(l, c))?,
             layers: (0..c.num_hidden_layers)
-                .map(|i| ViTMSNLayer::load(l, &format!("{prefix}encoder.layer.{i}"), c))
+                .map(|i| l.within(&format!("encoder.layer.{i}"), |l| ViTMSNLayer::load(l, c)))
                 .collect::<Result<_>>()?,
-            layernorm: LayerNorm::load(
-                l,
-                &format!("{prefix}layernorm"),
-                c.hidden_size,
-                c.layer_norm_eps,
-            )?,
+            layernorm: l.within("layernorm", |l| {
+                LayerNorm::load(l, c.hidden_size, c.layer_norm_eps)
+            })?,
             num_heads: c.num_attention_heads,
         })
     }
@@ -640,26 +644,25 @@ impl ViTMSN {
             let parameters = config.parameter_count().unwrap_or(usize::MAX);
             crate::backend::memory::check_weights((parameters as u64).saturating_mul(4), budget)?;
         }
-        let prefix = if weights.contains("vit.embeddings.cls_token") {
-            "vit."
+        // A classifier's backbone is its `vit` module; a bare model's parameters have no
+        // prefix.
+        let backbone = if weights.contains("vit.embeddings.cls_token") {
+            "vit"
         } else {
             ""
         };
         let mut loader = Loader {
             weights,
             constants: Vec::new(),
+            scope: Vec::new(),
         };
-        let vit = ViTMSNModel::load(&mut loader, prefix, &config)?;
+        let vit = loader.within(backbone, |l| ViTMSNModel::load(l, &config))?;
         let head = match config.num_labels() {
             _ if !weights.contains("classifier.weight") && !config.is_classifier() => Head::None,
             0 => Head::Identity,
-            labels => Head::Linear(Linear::load(
-                &mut loader,
-                "classifier",
-                config.hidden_size,
-                labels,
-                true,
-            )?),
+            labels => Head::Linear(loader.within("classifier", |l| {
+                Linear::load(l, config.hidden_size, labels, true)
+            })?),
         };
         backend.load_constants(loader.constants)?;
         Ok(Self {
