@@ -584,6 +584,53 @@ pub struct ForwardInput {
     pub interpolate_pos_encoding: bool,
 }
 
+impl ForwardInput {
+    /// `(batch, height, width)` of `pixel_values`, checked to be a non-empty batch of
+    /// `channels`-channel images of at least one `patch` x `patch` patch.
+    fn image_dims(&self, channels: usize, patch: usize) -> Result<(usize, usize, usize)> {
+        let shape = &self.pixel_values.shape;
+        let &[batch, given_channels, height, width] = shape.as_slice() else {
+            return Err(Error::Input(format!(
+                "pixel_values has shape {shape:?}, expected [batch, channels, height, width]"
+            )));
+        };
+        if batch == 0 {
+            return Err(Error::Input("pixel_values holds an empty batch".into()));
+        }
+        if given_channels != channels {
+            return Err(Error::Input(format!(
+                "pixel_values has {given_channels} channels, the model expects {channels}"
+            )));
+        }
+        if height < patch || width < patch {
+            return Err(Error::Input(format!(
+                "image {height}x{width} is smaller than one {patch}x{patch} patch"
+            )));
+        }
+        Ok((batch, height, width))
+    }
+
+    /// The head mask as `[layers, heads]` values, as transformers' `get_head_mask` makes
+    /// them: all ones when absent, a `[heads]` mask repeated for every layer.
+    fn head_mask_values(&self, layers: usize, heads: usize) -> Result<Vec<f32>> {
+        match &self.head_mask {
+            None => Ok(vec![1.0; layers * heads]),
+            Some(m) if m.shape == [heads] => Ok(m.data.repeat(layers)),
+            Some(m) if m.shape == [layers, heads] => Ok(m.data.clone()),
+            Some(m) => Err(Error::Input(format!(
+                "head_mask has shape {:?}, expected [{heads}] or [{layers}, {heads}]",
+                m.shape
+            ))),
+        }
+    }
+
+    /// `bool_masked_pos` as the 0/1 values the mask blend reads.
+    fn mask_values(&self) -> Option<Vec<f32>> {
+        let mask = self.bool_masked_pos.as_ref()?;
+        Some(mask.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect())
+    }
+}
+
 /// What a loaded model takes as forward inputs, enough to check a tensor file's header
 /// before its data is read ([`crate::io::read_inputs`]).
 #[derive(Clone, Debug)]
@@ -803,21 +850,8 @@ impl ViTMSN {
             self.config.num_hidden_layers,
             self.config.num_attention_heads,
         );
-        let head_mask = match &input.head_mask {
-            None => vec![1.0; layers * heads],
-            Some(m) if m.shape == [heads] => m.data.repeat(layers),
-            Some(m) if m.shape == [layers, heads] => m.data.clone(),
-            Some(m) => {
-                return Err(Error::Input(format!(
-                    "head_mask has shape {:?}, expected [{heads}] or [{layers}, {heads}]",
-                    m.shape
-                )))
-            }
-        };
-        let mask: Option<Vec<f32>> = input
-            .bool_masked_pos
-            .as_ref()
-            .map(|m| m.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect());
+        let head_mask = input.head_mask_values(layers, heads)?;
+        let mask = input.mask_values();
         self.compile(shape);
         // Allocating first: a batch over the memory budget fails before the position
         // table is interpolated for it.
@@ -854,27 +888,7 @@ impl ViTMSN {
         output_prenorm: bool,
     ) -> Result<ForwardShape> {
         let c = &self.config;
-        let &[batch, channels, height, width] = input.pixel_values.shape.as_slice() else {
-            return Err(Error::Input(format!(
-                "pixel_values has shape {:?}, expected [batch, channels, height, width]",
-                input.pixel_values.shape
-            )));
-        };
-        if batch == 0 {
-            return Err(Error::Input("pixel_values holds an empty batch".into()));
-        }
-        if channels != c.num_channels {
-            return Err(Error::Input(format!(
-                "pixel_values has {channels} channels, the model expects {}",
-                c.num_channels
-            )));
-        }
-        if height < c.patch() || width < c.patch() {
-            return Err(Error::Input(format!(
-                "image {height}x{width} is smaller than one {0}x{0} patch",
-                c.patch()
-            )));
-        }
+        let (batch, height, width) = input.image_dims(c.num_channels, c.patch())?;
         let shape = ForwardShape {
             batch,
             height,
