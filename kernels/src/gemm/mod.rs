@@ -3,8 +3,9 @@
 //!
 //! The weights are packed once, at model load, into [`PackedWeights`]: K blocks of
 //! `KC` depth, each cut into panels of `NR` columns stored depth-major, zero-padded. Each
-//! call packs only `a`, block by block, into a per-thread scratch buffer that grows once
-//! and is then reused, so a warm call allocates nothing. `loops` holds the loop nest and
+//! call reads `a` in place; only a row panel past C's last row is copied, padded to `MR`
+//! rows, into a per-thread buffer that grows once and is then reused, so a warm call
+//! allocates nothing. `loops` holds the loop nest and
 //! the packing; each instruction set supplies one small micro-kernel behind
 //! [`GemmKernel`] that multiplies an `MR×depth` panel of A by a `depth×NR` panel of B and
 //! finishes the tile: after the last K block it applies `act(c + bias) + residual` to the
