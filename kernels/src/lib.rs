@@ -4,6 +4,8 @@
 //! one module per op family, written once over the f32 vector vocabulary of `simd` with a
 //! thin entry point per instruction set, and are property-tested against it.
 
+use std::sync::OnceLock;
+
 pub mod activation;
 pub mod aligned;
 pub mod attention;
@@ -217,8 +219,27 @@ impl Isa {
         }
     }
 
-    /// Whether this CPU can run the kernels of `self`.
+    /// Whether this CPU can run the kernels of `self`, and `VITMSN_MAX_ISA` allows them.
     pub fn is_supported(self) -> bool {
+        self.below_max() && self.in_this_cpu()
+    }
+
+    /// Whether `self` is at or below `VITMSN_MAX_ISA` (an ISA name), which makes the engine
+    /// treat the sets above it as missing, as oneDNN's `ONEDNN_MAX_CPU_ISA` does: for tools
+    /// that cannot run them (valgrind does not decode AVX-512) and to run a lower
+    /// machine's paths everywhere. Unset or not a name: no cap.
+    fn below_max(self) -> bool {
+        static MAX: OnceLock<Option<Isa>> = OnceLock::new();
+        let max = MAX.get_or_init(|| {
+            std::env::var("VITMSN_MAX_ISA")
+                .ok()
+                .and_then(|name| Isa::from_name(&name))
+        });
+        let rank = |isa: Isa| Self::ALL.iter().position(|&i| i == isa);
+        max.is_none_or(|max| rank(self) >= rank(max))
+    }
+
+    fn in_this_cpu(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         let avx2_fma = std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma");

@@ -36,8 +36,11 @@ impl CpuBackend {
     pub fn new(threads: usize, isa: Isa, memory_budget: u64) -> Result<Self> {
         super::check_threads(threads)?;
         if !isa.is_supported() {
+            let capped = std::env::var("VITMSN_MAX_ISA")
+                .map(|max| format!(" (VITMSN_MAX_ISA={max} allows none above it)"))
+                .unwrap_or_default();
             return Err(Error::Backend(format!(
-                "this CPU cannot run the {} kernels",
+                "this CPU cannot run the {} kernels{capped}",
                 isa.name()
             )));
         }
