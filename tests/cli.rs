@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{vitmsn, TempDir};
+use common::{fixture, vitmsn, TempDir};
 use safetensors::tensor::{Dtype, TensorView};
 use std::path::Path;
 use vitmsn::safetensors_file::SafetensorsFile;
@@ -61,24 +61,7 @@ fn forward_error(model: &str, input: &str, extra: &[&str]) -> String {
         "/dev/null",
     ];
     args.extend(extra);
-    let out = vitmsn(&args);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "not one line: {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
-}
-
-fn fixture(case: &str, file: &str) -> String {
-    common::fixtures_dir()
-        .join(case)
-        .join(file)
-        .display()
-        .to_string()
+    common::one_error_line(&vitmsn(&args), "forward")
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::TempDir;
+use common::{fixture, TempDir};
 use safetensors::tensor::{Dtype, TensorView};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -33,24 +33,7 @@ fn run_bounded(args: &[&str]) -> std::process::Output {
 
 /// Runs the CLI expecting failure; returns its single stderr line.
 fn error_line(args: &[&str]) -> String {
-    let out = run_bounded(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(1), "{args:?}: stderr: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "{args:?}: not one line: {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-    stderr
-}
-
-fn fixture(case: &str, file: &str) -> String {
-    common::fixtures_dir()
-        .join(case)
-        .join(file)
-        .display()
-        .to_string()
+    common::one_error_line(&run_bounded(args), &format!("{args:?}"))
 }
 
 /// Writes f32 tensors of the given shapes (filled with 0.01) as a safetensors file.

@@ -208,3 +208,21 @@ pub fn vitmsn(args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// A file of a fixture case, as a command-line argument.
+pub fn fixture(case: &str, file: &str) -> String {
+    fixtures_dir().join(case).join(file).display().to_string()
+}
+
+/// The CLI's error contract: exit code 1 and one line on stderr, no panic. Returns the line.
+pub fn one_error_line(out: &std::process::Output, what: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{what}: stderr: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "{what}: not one line: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    stderr
+}
