@@ -78,14 +78,17 @@ fn matches_the_scalar_backend_on_a_full_size_sequence() {
         common::named_outputs(&model.forward(&input).unwrap())
     };
     let reference = run(BackendKind::Scalar, &BackendOptions::default());
+    let names = |outputs: &[(String, Tensor)]| -> Vec<String> {
+        outputs.iter().map(|(name, _)| name.clone()).collect()
+    };
+    let mut one_thread = Vec::new();
     for (isa, n) in Isa::supported()
         .into_iter()
         .flat_map(|isa| [(isa, 1), (isa, 2)])
     {
-        for ((name, ours), (_, expected)) in run(BackendKind::Cpu, &options(isa, n))
-            .iter()
-            .zip(&reference)
-        {
+        let ours = run(BackendKind::Cpu, &options(isa, n));
+        assert_eq!(names(&ours), names(&reference), "{} outputs", isa.name());
+        for ((name, ours), (_, expected)) in ours.iter().zip(&reference) {
             let scale = expected.data.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let diff = ours
                 .data
@@ -96,6 +99,21 @@ fn matches_the_scalar_backend_on_a_full_size_sequence() {
                 scale > 0.0 && diff <= 1e-4 * scale,
                 "{name} with {} on {n} threads: {diff:e} of {scale:e}",
                 isa.name()
+            );
+        }
+        if n == 1 {
+            one_thread.push((isa, ours));
+        }
+    }
+    // Each instruction set runs its own kernels: were two of them to give the same bits
+    // everywhere, dispatch would have fallen back to one set's code.
+    for (i, (isa, ours)) in one_thread.iter().enumerate() {
+        for (other, theirs) in &one_thread[i + 1..] {
+            assert!(
+                ours != theirs,
+                "{} and {} gave the same bits in every output",
+                isa.name(),
+                other.name()
             );
         }
     }
