@@ -265,3 +265,46 @@ pub(crate) fn proptest_cases(default: u32) -> u32 {
         .and_then(|cases| cases.parse().ok())
         .unwrap_or(default)
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::Isa;
+
+    /// The instruction sets detected are the ones the kernel reports for this CPU, read
+    /// independently from /proc/cpuinfo: a broken feature check cannot quietly shrink the
+    /// tests (which skip the sets a CPU lacks) to the portable kernels.
+    #[test]
+    fn detected_sets_match_the_cpu_flags() {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").expect("/proc/cpuinfo");
+        let flags: Vec<&str> = cpuinfo
+            .lines()
+            .find(|line| line.starts_with("flags") || line.starts_with("Features"))
+            .and_then(|line| line.split_once(':'))
+            .map(|(_, flags)| flags.split_whitespace().collect())
+            .unwrap_or_default();
+        let has = |flag: &str| flags.contains(&flag);
+        let expected = [
+            (
+                Isa::Avx512,
+                cfg!(target_arch = "x86_64") && has("avx512f") && has("avx2") && has("fma"),
+            ),
+            (
+                Isa::Avx2Fma,
+                cfg!(target_arch = "x86_64") && has("avx2") && has("fma"),
+            ),
+            (
+                Isa::Neon,
+                cfg!(target_arch = "aarch64") && (has("asimd") || has("neon")),
+            ),
+            (Isa::Scalar, true),
+        ];
+        for (isa, in_flags) in expected {
+            assert_eq!(
+                isa.in_this_cpu(),
+                in_flags,
+                "{}: flags {flags:?}",
+                isa.name()
+            );
+        }
+    }
+}
