@@ -289,7 +289,9 @@ mod tests {
             (Isa::Neon, false),
             (Isa::Scalar, true),
         ];
-        for (isa, in_flags) in expected {
+        // Sets above VITMSN_MAX_ISA are left out: tools run under that cap, such as
+        // valgrind, report a CPUID without them.
+        for (isa, in_flags) in expected.into_iter().filter(|(isa, _)| isa.below_max()) {
             assert_eq!(
                 isa.in_this_cpu(),
                 in_flags,
