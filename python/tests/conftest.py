@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -93,3 +94,10 @@ def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
     reference = reference.astype(np.float32)
     scale = max(1.0, float(np.abs(reference).max(initial=0.0)))
     return float(np.abs(ours - reference).max(initial=0.0)) / scale
+
+
+def require(module: str):
+    """Imports an optional test dependency: skips without it, except in CI, where it fails."""
+    if os.environ.get("CI") == "true":
+        return importlib.import_module(module)
+    return pytest.importorskip(module)

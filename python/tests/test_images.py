@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 import vitmsn
-from conftest import BARE_MODEL, CLASSIFIER, SAMPLES, read_safetensors
+from conftest import BARE_MODEL, CLASSIFIER, SAMPLES, read_safetensors, require
 
-Image = pytest.importorskip("PIL.Image")
+Image = require("PIL.Image")
 
 ALL_FEATURES = ("cls", "cls_prenorm", "mean")
 

@@ -25,9 +25,6 @@ from ._vitmsn import collect_images as _collect_images
 
 __all__ = ["ViTMSN", "collect_images", "__version__"]
 
-FEATURES = ("cls", "cls_prenorm", "mean")
-
-
 def _usable_cores() -> int:
     """The cores this process may run on (a Ray worker's or a taskset's share)."""
     if hasattr(os, "sched_getaffinity"):
