@@ -5,7 +5,7 @@
 //! `cargo run --release --example gpu_adapters`; tools/gpu_check.sh runs it first.
 
 use serde_json::json;
-use vitmsn::backend::Precision;
+use vitmsn::Precision;
 use vitmsn::{BackendKind, BackendOptions};
 
 fn main() {
@@ -70,7 +70,7 @@ fn main() {
             precision,
             ..Default::default()
         };
-        let opened = vitmsn::backend::create(BackendKind::Gpu, &options);
+        let opened = vitmsn::internals::backend::create(BackendKind::Gpu, &options);
         println!(
             "{}",
             json!({

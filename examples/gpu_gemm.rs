@@ -12,11 +12,13 @@
 
 use clap::Parser;
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Instant;
-use vitmsn::backend::{Backend, Precision};
-use vitmsn::bench::arch_config;
-use vitmsn::graph::{ConstRole, Constant, Graph, Op};
-use vitmsn::plan::Plan;
+use vitmsn::internals::backend::Backend;
+use vitmsn::internals::bench::arch_config;
+use vitmsn::internals::graph::{ConstRole, Constant, Graph, Op};
+use vitmsn::internals::plan::Plan;
+use vitmsn::Precision;
 use vitmsn::{BackendKind, BackendOptions};
 use vitmsn_kernels::Activation;
 
@@ -53,16 +55,17 @@ fn main() {
             precision,
             ..Default::default()
         };
-        let mut backend = match vitmsn::backend::create(BackendKind::Gpu, &options) {
-            Ok(b) => b,
-            Err(e) => {
-                println!(
-                    "{}",
-                    json!({ "precision": precision_name, "error": e.to_string() })
-                );
-                continue;
-            }
-        };
+        let mut backend: Arc<dyn Backend> =
+            match vitmsn::internals::backend::create(BackendKind::Gpu, &options) {
+                Ok(b) => b.into(),
+                Err(e) => {
+                    println!(
+                        "{}",
+                        json!({ "precision": precision_name, "error": e.to_string() })
+                    );
+                    continue;
+                }
+            };
         for arch in &args.archs {
             let config = match arch_config(arch) {
                 Ok(c) => c,
@@ -85,7 +88,7 @@ fn main() {
                 for &(layer, n, k, activation, residual) in &layers {
                     let m = batch * tokens;
                     let line = match time_linear(
-                        backend.as_mut(),
+                        &mut backend,
                         (m, n, k, activation, residual),
                         args.iters,
                         args.gflop_per_submit,
@@ -116,7 +119,7 @@ fn main() {
 
 /// Times one Linear shape; returns (repeats per submission, median s, min s).
 fn time_linear(
-    backend: &mut dyn Backend,
+    backend: &mut Arc<dyn Backend>,
     (m, n, k, activation, residual): (usize, usize, usize, Activation, bool),
     iters: usize,
     gflop_per_submit: f64,
@@ -128,7 +131,8 @@ fn time_linear(
             .map(|j| ((j * 7919 + seed) % 255) as f32 / 255.0 - 0.5)
             .collect()
     };
-    backend.load_constants(vec![
+    let loading = Arc::get_mut(backend).expect("no session outlives a shape");
+    loading.load_constants(vec![
         Constant {
             name: "weight".into(),
             data: values(n * k, 1),
@@ -161,7 +165,8 @@ fn time_linear(
         .map(|_| graph.op(op.clone(), &inputs, m * n))
         .collect();
     let plan = Plan::new(&graph);
-    backend.prepare(&graph, &plan)?;
+    let mut session = Arc::clone(backend).session();
+    session.prepare(&graph, &plan)?;
     let input_data: Vec<Vec<f32>> = inputs
         .iter()
         .enumerate()
@@ -172,14 +177,14 @@ fn time_linear(
     // Inputs are written once: their slots are pinned, and uploading up to 155 MB per
     // submission would time the bus, not the shader.
     for (&slot, data) in input_slots.iter().zip(&input_data) {
-        backend.write(slot, data)?;
+        session.write(slot, data)?;
     }
-    let forward = |backend: &mut dyn Backend| -> vitmsn::Result<f64> {
+    let mut forward = || -> vitmsn::Result<f64> {
         let start = Instant::now();
         for &out in &outputs {
-            backend.run(&op, &input_slots, &[plan.slot_of[out]])?;
+            session.run(&op, &input_slots, &[plan.slot_of[out]])?;
         }
-        let result = backend.read(&[(last, 1)])?;
+        let result = session.read(&[(last, 1)])?;
         if !result[0][0].is_finite() {
             return Err(vitmsn::Error::Backend(format!(
                 "non-finite output {}",
@@ -188,10 +193,10 @@ fn time_linear(
         }
         Ok(start.elapsed().as_secs_f64())
     };
-    forward(backend)?;
+    forward()?;
     let mut times = Vec::with_capacity(iters);
     for _ in 0..iters.max(1) {
-        times.push(forward(backend)?);
+        times.push(forward()?);
     }
     times.sort_by(f64::total_cmp);
     Ok((repeat, times[times.len() / 2], times[0]))

@@ -27,7 +27,7 @@ pub fn arch_config(name: &str) -> Result<ViTMSNConfig> {
         "vit-msn-base-4" => (768, 12, 12, 4),
         "vit-msn-large-7" => (1024, 24, 16, 7),
         other => {
-            return Err(Error::Usage(format!(
+            return Err(Error::InvalidOption(format!(
                 "unknown architecture \"{other}\" (expected one of {})",
                 ARCHITECTURES.join(", ")
             )))
@@ -149,7 +149,7 @@ pub fn run(
         let start = Instant::now();
         model.forward(&input)?;
         times.push(start.elapsed().as_secs_f64() * 1e3);
-        op_times.extend(model.op_times().map(<[OpTime]>::to_vec));
+        op_times.extend(model.op_times());
     }
     model.time_ops(false)?;
     times.sort_by(f64::total_cmp);
@@ -226,7 +226,7 @@ mod tests {
             )
             .unwrap();
             let weights = crate::weights::Weights::random(0);
-            let mut model = ViTMSN::new(arch_config(arch).unwrap(), &weights, backend).unwrap();
+            let model = ViTMSN::new(arch_config(arch).unwrap(), &weights, backend).unwrap();
             let per_image = model.flops(2).unwrap() / 2.0 / 1e9;
             assert!((per_image - gflop).abs() < tolerance, "{arch}: {per_image}");
         }

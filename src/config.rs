@@ -26,7 +26,9 @@ pub const MAX_TOKENS: usize = 1 << 24;
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum Size2 {
+    /// One number for both sides.
     Square(usize),
+    /// `[height, width]`.
     Pair([usize; 2]),
 }
 
@@ -45,20 +47,35 @@ impl Size2 {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
 pub struct ViTMSNConfig {
+    /// Width of every token's vector.
     pub hidden_size: usize,
+    /// Transformer layers.
     pub num_hidden_layers: usize,
+    /// Attention heads per layer.
     pub num_attention_heads: usize,
+    /// Width of the MLP's hidden layer.
     pub intermediate_size: usize,
+    /// The MLP's activation, by transformers' `ACT2FN` name.
     pub hidden_act: String,
+    /// Layer norm epsilon.
     pub layer_norm_eps: f64,
+    /// The image size the position embeddings are for.
     pub image_size: Size2,
+    /// Side of a square patch.
     pub patch_size: Size2,
+    /// Channels of the input images.
     pub num_channels: usize,
+    /// Whether the query, key and value projections have biases.
     pub qkv_bias: bool,
+    /// The model classes the checkpoint was saved from.
     pub architectures: Option<Vec<String>>,
+    /// Labels of the classification head, when set explicitly.
     pub num_labels: Option<usize>,
+    /// Label names by index (as strings, as JSON keys are).
     pub id2label: Option<BTreeMap<String, String>>,
+    /// Label indices by name.
     pub label2id: Option<BTreeMap<String, i64>>,
+    /// What the loss treats the logits as; inferred from the labels when absent.
     pub problem_type: Option<ProblemType>,
 }
 
@@ -66,8 +83,11 @@ pub struct ViTMSNConfig {
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ProblemType {
+    /// Mean squared error on the logits.
     Regression,
+    /// Cross entropy over the classes.
     SingleLabelClassification,
+    /// Binary cross entropy per class.
     MultiLabelClassification,
 }
 
@@ -230,10 +250,12 @@ impl ViTMSNConfig {
             .unwrap_or_else(|| format!("LABEL_{index}"))
     }
 
+    /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
     }
 
+    /// Side of a patch in pixels.
     pub fn patch(&self) -> usize {
         self.patch_size.hw().0
     }

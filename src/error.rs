@@ -2,11 +2,17 @@
 
 use std::fmt;
 
+/// Everything that can go wrong in the engine. Match on [`Error::kind`] to tell a bad
+/// checkpoint from bad input, a file problem or a backend that cannot run; new variants
+/// may appear in minor releases.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// A file could not be read or written.
     Io {
+        /// The file, as the caller named it.
         path: String,
+        /// What the operating system said.
         source: std::io::Error,
     },
     /// `config.json` is missing a field, has a wrong type, or names something unsupported.
@@ -15,12 +21,42 @@ pub enum Error {
     Weights(String),
     /// A forward input is missing or inconsistent with the model.
     Input(String),
-    /// The requested backend cannot run here.
-    Backend(String),
-    /// Command-line usage error.
-    Usage(String),
     /// An image could not be used: the message names it and says why.
     Image(String),
+    /// The requested backend cannot run here, or failed while running.
+    Backend(String),
+    /// An option has a value the engine does not accept: an unknown backend, precision,
+    /// instruction set or architecture name, or a thread count out of range.
+    InvalidOption(String),
+}
+
+/// The broad class of an [`Error`], for callers that handle classes rather than variants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The checkpoint (`config.json`, the weights) is unusable.
+    Checkpoint,
+    /// The inputs (tensors, images) do not fit the model, or cannot be decoded.
+    Input,
+    /// A file could not be read or written.
+    Io,
+    /// The backend cannot run here, or failed.
+    Backend,
+    /// An option's value is not one the engine knows.
+    InvalidOption,
+}
+
+impl Error {
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Config(_) | Error::Weights(_) => ErrorKind::Checkpoint,
+            Error::Input(_) | Error::Image(_) => ErrorKind::Input,
+            Error::Backend(_) => ErrorKind::Backend,
+            Error::InvalidOption(_) => ErrorKind::InvalidOption,
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -30,9 +66,9 @@ impl fmt::Display for Error {
             Error::Config(msg) => write!(f, "config: {msg}"),
             Error::Weights(msg) => write!(f, "weights: {msg}"),
             Error::Input(msg) => write!(f, "input: {msg}"),
-            Error::Backend(msg) => write!(f, "backend: {msg}"),
-            Error::Usage(msg) => write!(f, "usage: {msg}"),
             Error::Image(msg) => write!(f, "image: {msg}"),
+            Error::Backend(msg) => write!(f, "backend: {msg}"),
+            Error::InvalidOption(msg) => write!(f, "option: {msg}"),
         }
     }
 }
@@ -46,6 +82,7 @@ impl std::error::Error for Error {
     }
 }
 
+/// The engine's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Wraps an I/O error with the path it concerns.

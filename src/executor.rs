@@ -1,9 +1,10 @@
-//! Runs a compiled graph on a backend: writes its inputs, hands the backend one op at a
-//! time, and reads the requested outputs.
+//! Runs a compiled graph on a backend: takes a session, writes its inputs, hands the
+//! session one op at a time, and reads the requested outputs.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Session};
 use crate::error::{Error, Result};
 use crate::plan::{CompiledGraph, Slot};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 /// The time one op of a forward took.
@@ -13,26 +14,50 @@ pub struct OpTime {
     pub name: &'static str,
     /// `Op::flops`.
     pub flops: Option<f64>,
+    /// Wall-clock seconds.
     pub seconds: f64,
 }
 
-/// Owns a backend and runs compiled graphs on it.
+/// Owns a backend and runs compiled graphs on it, each forward in a session of its own
+/// so that threads can share it; sessions are kept between forwards with their buffers.
 pub struct Executor {
-    backend: Box<dyn Backend>,
-    prepared_for: Option<u64>,
+    backend: Arc<dyn Backend>,
+    /// Sessions not running a forward.
+    idle: Mutex<Vec<Prepared>>,
+    time_ops: bool,
     /// The ops of the last run, in graph order, while op timing is on.
-    op_times: Option<Vec<OpTime>>,
+    op_times: Mutex<Option<Vec<OpTime>>>,
+}
+
+/// A session and the graph it was last prepared for.
+struct Prepared {
+    session: Box<dyn Session>,
+    graph: Option<u64>,
+}
+
+/// A session taken for one forward; it goes back to the executor when dropped.
+pub struct Run<'e> {
+    executor: &'e Executor,
+    prepared: Option<Prepared>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded values stay consistent whatever a panicking holder was doing.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Executor {
-    pub fn new(backend: Box<dyn Backend>) -> Self {
+    /// An executor over `backend`, whose constants are already loaded.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
         Self {
             backend,
-            prepared_for: None,
-            op_times: None,
+            idle: Mutex::new(Vec::new()),
+            time_ops: false,
+            op_times: Mutex::new(None),
         }
     }
 
+    /// The backend the graphs run on.
     pub fn backend(&self) -> &dyn Backend {
         &*self.backend
     }
@@ -41,26 +66,56 @@ impl Executor {
     /// runs its ops only when the outputs are read cannot be timed op by op.
     pub fn time_ops(&mut self, on: bool) -> Result<()> {
         if on && !self.backend.runs_ops_when_called() {
-            return Err(Error::Usage(format!(
+            return Err(Error::InvalidOption(format!(
                 "the {} backend runs a forward's ops together, so they cannot be timed one by one",
                 self.backend.name()
             )));
         }
-        self.op_times = on.then(Vec::new);
+        self.time_ops = on;
+        *lock(&self.op_times) = None;
         Ok(())
     }
 
     /// Each op of the last run with its time, in graph order, while op timing is on.
-    pub fn op_times(&self) -> Option<&[OpTime]> {
-        self.op_times.as_deref()
+    pub fn op_times(&self) -> Option<Vec<OpTime>> {
+        lock(&self.op_times).clone()
     }
 
-    /// Lets the backend allocate for `compiled` unless it last ran it. A backend that
+    /// A session for one forward: an idle one, preferably one prepared for `graph`, or a
+    /// new one.
+    pub fn start(&self, graph: &CompiledGraph) -> Run<'_> {
+        let prepared = {
+            let mut idle = lock(&self.idle);
+            let same = idle.iter().rposition(|p| p.graph == Some(graph.id));
+            match same {
+                Some(i) => Some(idle.swap_remove(i)),
+                None => idle.pop(),
+            }
+        };
+        let prepared = prepared.unwrap_or_else(|| Prepared {
+            session: Arc::clone(&self.backend).session(),
+            graph: None,
+        });
+        Run {
+            executor: self,
+            prepared: Some(prepared),
+        }
+    }
+}
+
+impl Run<'_> {
+    fn prepared(&mut self) -> &mut Prepared {
+        self.prepared.as_mut().expect("present until dropped")
+    }
+
+    /// Lets the session allocate for `compiled` unless it last ran it. A session that
     /// refuses (over its memory budget) is left as it was, ready for another graph.
     pub fn prepare(&mut self, compiled: &CompiledGraph) -> Result<()> {
-        if self.prepared_for != Some(compiled.id) {
-            self.backend.prepare(&compiled.graph, &compiled.plan)?;
-            self.prepared_for = Some(compiled.id);
+        let prepared = self.prepared();
+        if prepared.graph != Some(compiled.id) {
+            prepared.graph = None;
+            prepared.session.prepare(&compiled.graph, &compiled.plan)?;
+            prepared.graph = Some(compiled.id);
         }
         Ok(())
     }
@@ -68,11 +123,26 @@ impl Executor {
     /// Writes `inputs` (by name), runs every node, and returns the graph's outputs in its
     /// order.
     pub fn run(
-        &mut self,
+        mut self,
         compiled: &CompiledGraph,
         inputs: &[(&str, &[f32])],
     ) -> Result<Vec<Vec<f32>>> {
         self.prepare(compiled)?;
+        let result = self.run_prepared(compiled, inputs);
+        if result.is_err() {
+            // Whatever the session recorded before failing is not reused.
+            self.prepared().graph = None;
+        }
+        result
+    }
+
+    fn run_prepared(
+        &mut self,
+        compiled: &CompiledGraph,
+        inputs: &[(&str, &[f32])],
+    ) -> Result<Vec<Vec<f32>>> {
+        let timing = self.executor.time_ops;
+        let session = &mut self.prepared().session;
         let CompiledGraph { graph, plan, .. } = compiled;
         for (name, value) in &graph.inputs {
             let data = inputs
@@ -81,22 +151,20 @@ impl Executor {
                 .map(|(_, d)| *d)
                 .unwrap_or_else(|| panic!("graph input {name} not supplied"));
             debug_assert_eq!(data.len(), graph.value_sizes[*value], "input {name}");
-            self.backend.write(plan.slot_of[*value], data)?;
+            session.write(plan.slot_of[*value], data)?;
         }
         let mut in_slots = Vec::new();
         let mut out_slots = Vec::new();
-        if let Some(times) = &mut self.op_times {
-            times.clear();
-        }
+        let mut times = Vec::new();
         for node in &graph.nodes {
             in_slots.clear();
             in_slots.extend(node.inputs.iter().map(|&v| plan.slot_of[v]));
             out_slots.clear();
             out_slots.extend(node.outputs.iter().map(|&v| plan.slot_of[v]));
             // The clock is read only when timing is on.
-            let start = self.op_times.is_some().then(Instant::now);
-            self.backend.run(&node.op, &in_slots, &out_slots)?;
-            if let (Some(times), Some(start)) = (&mut self.op_times, start) {
+            let start = timing.then(Instant::now);
+            session.run(&node.op, &in_slots, &out_slots)?;
+            if let Some(start) = start {
                 times.push(OpTime {
                     name: node.op.name(),
                     flops: node.op.flops(),
@@ -109,7 +177,19 @@ impl Executor {
             .iter()
             .map(|(_, v, _)| (plan.slot_of[*v], graph.value_sizes[*v]))
             .collect();
-        self.backend.read(&requests)
+        let outputs = session.read(&requests)?;
+        if timing {
+            *lock(&self.executor.op_times) = Some(times);
+        }
+        Ok(outputs)
+    }
+}
+
+impl Drop for Run<'_> {
+    fn drop(&mut self) {
+        if let Some(prepared) = self.prepared.take() {
+            lock(&self.executor.idle).push(prepared);
+        }
     }
 }
 
@@ -133,6 +213,12 @@ mod tests {
         fn load_constants(&mut self, _: Vec<crate::graph::Constant>) -> Result<()> {
             Ok(())
         }
+        fn session(self: Arc<Self>) -> Box<dyn Session> {
+            Box::new(Recording)
+        }
+    }
+
+    impl Session for Recording {
         fn prepare(&mut self, _: &Graph, _: &Plan) -> Result<()> {
             Ok(())
         }
@@ -155,16 +241,22 @@ mod tests {
         let b = select(&mut g, a, 4);
         g.output("b".into(), b, vec![4]);
         let compiled = CompiledGraph::new(g, 0);
-        let mut executor = Executor::new(Box::new(
+        let mut executor = Executor::new(Arc::new(
             crate::backend::scalar::ScalarBackend::with_budget(
                 crate::backend::memory::FALLBACK_BUDGET,
             ),
         ));
-        executor.run(&compiled, &[("x", &[1.0; 4])]).unwrap();
+        let run = |executor: &Executor| {
+            executor
+                .start(&compiled)
+                .run(&compiled, &[("x", &[1.0; 4])])
+                .unwrap()
+        };
+        run(&executor);
         assert!(executor.op_times().is_none());
         executor.time_ops(true).unwrap();
         for _ in 0..2 {
-            executor.run(&compiled, &[("x", &[1.0; 4])]).unwrap();
+            run(&executor);
             let times = executor.op_times().unwrap();
             assert_eq!(times.len(), 2);
             assert!(times
@@ -177,8 +269,11 @@ mod tests {
 
     #[test]
     fn ops_of_a_backend_that_records_them_cannot_be_timed() {
-        let mut executor = Executor::new(Box::new(Recording));
-        assert!(matches!(executor.time_ops(true), Err(Error::Usage(_))));
+        let mut executor = Executor::new(Arc::new(Recording));
+        assert!(matches!(
+            executor.time_ops(true),
+            Err(Error::InvalidOption(_))
+        ));
         assert!(executor.time_ops(false).is_ok());
     }
 }

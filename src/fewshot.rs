@@ -6,7 +6,7 @@
 //! use vitmsn::pipeline::Pipeline;
 //! use vitmsn::{BackendKind, BackendOptions, Feature};
 //!
-//! let mut pipeline = Pipeline::from_dir(
+//! let pipeline = Pipeline::from_dir(
 //!     "tests/fixtures/base_all_outputs/model",
 //!     BackendKind::default_for_this_cpu(),
 //!     &BackendOptions::default(),
@@ -39,6 +39,7 @@ pub enum Method {
 }
 
 impl Method {
+    /// The name the CLI takes.
     pub fn name(self) -> &'static str {
         match self {
             Method::Prototype => "prototype",
@@ -85,7 +86,9 @@ enum Fitted {
 /// logistic probability).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct FewShotPrediction {
+    /// Index into [`FewShot::classes`].
     pub class: usize,
+    /// The cosine to the class prototype, or the logistic probability.
     pub score: f32,
 }
 
@@ -158,6 +161,7 @@ impl FewShot {
         })
     }
 
+    /// The class names, in index order.
     pub fn classes(&self) -> &[String] {
         &self.classes
     }

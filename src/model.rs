@@ -1,7 +1,7 @@
 //! ViTMSN, read like transformers' `modeling_vit_msn.py`: each module loads its weights
 //! under transformers' names and its `forward` adds its ops to the graph.
 
-use crate::backend::{self, Backend, BackendKind, BackendOptions};
+use crate::backend::{self, Backend, BackendKind, BackendOptions, Precision};
 use crate::config::ViTMSNConfig;
 use crate::error::{Error, Result};
 use crate::executor::{Executor, OpTime};
@@ -14,6 +14,7 @@ use crate::tensor::Tensor;
 use crate::weights::Weights;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use vitmsn_kernels::{Activation, AttentionShape, Isa};
 
 /// Collects the constants of a model while its modules load, checking names and shapes.
@@ -237,6 +238,9 @@ impl ViTMSNPatchEmbeddings {
     }
 }
 
+/// Patches down and across an image.
+type PatchGrid = (usize, usize);
+
 /// `ViTMSNEmbeddings`: patch embeddings, optional mask tokens, the CLS token and
 /// position embeddings.
 struct ViTMSNEmbeddings {
@@ -244,9 +248,9 @@ struct ViTMSNEmbeddings {
     mask_token: Option<ConstId>,
     patch_embeddings: ViTMSNPatchEmbeddings,
     /// `[num_positions + 1, hidden]`, kept on the host to interpolate for other sizes.
-    position_embeddings: Vec<f32>,
+    position_embeddings: Arc<[f32]>,
     /// Interpolated tables by grid size.
-    interpolated: HashMap<(usize, usize), Vec<f32>>,
+    interpolated: Mutex<HashMap<PatchGrid, Arc<[f32]>>>,
 }
 
 impl ViTMSNEmbeddings {
@@ -266,8 +270,8 @@ impl ViTMSNEmbeddings {
             cls_token,
             mask_token,
             patch_embeddings,
-            position_embeddings,
-            interpolated: HashMap::new(),
+            position_embeddings: position_embeddings.into(),
+            interpolated: Mutex::default(),
         })
     }
 
@@ -304,7 +308,7 @@ impl ViTMSNEmbeddings {
     /// The position table for an input of `height × width` pixels: the stored one, or
     /// bicubically resampled to the input's patch grid when interpolating, exactly when
     /// transformers resamples.
-    fn position_table(&mut self, height: usize, width: usize, interpolate: bool) -> Result<&[f32]> {
+    fn position_table(&self, height: usize, width: usize, interpolate: bool) -> Result<Arc<[f32]>> {
         let pe = &self.patch_embeddings;
         let p = pe.patch_size;
         let (gh, gw) = (height / p, width / p);
@@ -317,10 +321,10 @@ impl ViTMSNEmbeddings {
                     pe.image_size.0, pe.image_size.1
                 )));
             }
-            return Ok(&self.position_embeddings);
+            return Ok(Arc::clone(&self.position_embeddings));
         }
         if gh * gw == num_positions && height == width {
-            return Ok(&self.position_embeddings);
+            return Ok(Arc::clone(&self.position_embeddings));
         }
         let side = (num_positions as f64).sqrt().round() as usize;
         if side * side != num_positions {
@@ -329,11 +333,17 @@ impl ViTMSNEmbeddings {
             )));
         }
         let table = &self.position_embeddings;
-        Ok(self.interpolated.entry((gh, gw)).or_insert_with(|| {
-            let mut resized = table[..d].to_vec();
-            resized.extend(interpolate::bicubic(&table[d..], side, side, d, gh, gw));
-            resized
-        }))
+        let mut interpolated = self
+            .interpolated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(Arc::clone(interpolated.entry((gh, gw)).or_insert_with(
+            || {
+                let mut resized = table[..d].to_vec();
+                resized.extend(interpolate::bicubic(&table[d..], side, side, d, gh, gw));
+                resized.into()
+            },
+        )))
     }
 }
 
@@ -578,9 +588,13 @@ pub struct ForwardInput {
     pub bool_masked_pos: Option<Vec<bool>>,
     /// `[heads]` or `[layers, heads]`, multiplying the attention probabilities.
     pub head_mask: Option<Tensor>,
+    /// Class indices or regression targets `[batch]` (or `[batch, labels]`): the loss is computed when given.
     pub labels: Option<Labels>,
+    /// Whether to return each layer's attention probabilities.
     pub output_attentions: bool,
+    /// Whether to return the embeddings and each layer's output.
     pub output_hidden_states: bool,
+    /// Whether to resample the position embeddings to the image's size, as transformers does.
     pub interpolate_pos_encoding: bool,
 }
 
@@ -635,12 +649,16 @@ impl ForwardInput {
 /// before its data is read ([`crate::io::read_inputs`]).
 #[derive(Clone, Debug)]
 pub struct InputSpec {
+    /// Channels of an image.
     pub num_channels: usize,
     /// The `(height, width)` images must have; `None` when position embeddings are
     /// interpolated to any size.
     pub image_size: Option<(usize, usize)>,
+    /// Side of a patch in pixels.
     pub patch_size: usize,
+    /// Transformer layers (the first dimension of a 2-D head mask).
     pub num_layers: usize,
+    /// Attention heads per layer.
     pub num_heads: usize,
     /// The classifier's outputs; `None` for a model without a head.
     pub num_labels: Option<usize>,
@@ -655,8 +673,11 @@ pub struct InputSpec {
 /// `loss` with labels) for the classifier, and the optional per-layer tensors.
 #[derive(Clone, Debug, Default)]
 pub struct ForwardOutput {
+    /// The bare model's output `[batch, tokens, hidden]`, after the final layer norm.
     pub last_hidden_state: Option<Tensor>,
+    /// The classifier's output `[batch, labels]`.
     pub logits: Option<Tensor>,
+    /// The classifier's loss, when labels were given.
     pub loss: Option<f32>,
     /// The embedding output, then each layer's output: `[batch, tokens, hidden]`.
     pub hidden_states: Vec<Tensor>,
@@ -664,28 +685,148 @@ pub struct ForwardOutput {
     pub attentions: Vec<Tensor>,
 }
 
-/// A loaded ViTMSN model (bare or with its classification head) bound to a backend.
+/// How to load a [`ViTMSN`]: the backend, its options, and whether to keep a
+/// classifier's head. Made by [`ViTMSN::builder`].
+#[derive(Clone, Debug, Default)]
+pub struct ViTMSNBuilder {
+    backend: Option<BackendKind>,
+    options: BackendOptions,
+    backbone_only: bool,
+}
+
+impl ViTMSNBuilder {
+    /// The backend to run on; by default the `cpu` backend where this CPU has SIMD
+    /// kernels, else `scalar`.
+    pub fn backend(mut self, backend: BackendKind) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// All of the backend's options at once.
+    pub fn options(mut self, options: BackendOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Threads of the `cpu` backend (by default `VITMSN_THREADS`, else every core).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.options.threads = Some(threads);
+        self
+    }
+
+    /// The instruction set of the `cpu` backend's kernels (by default the best this CPU
+    /// runs).
+    pub fn isa(mut self, isa: Isa) -> Self {
+        self.options.isa = Some(isa);
+        self
+    }
+
+    /// The storage precision of weights and activations.
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.options.precision = precision;
+        self
+    }
+
+    /// The most bytes a forward's activations may take on the `scalar` and `cpu`
+    /// backends.
+    pub fn max_memory(mut self, bytes: u64) -> Self {
+        self.options.max_memory = Some(bytes);
+        self
+    }
+
+    /// Loads a classifier's backbone alone, as transformers' `ViTMSNModel` would: its
+    /// forward gives `last_hidden_state`, not logits.
+    pub fn backbone_only(mut self, backbone_only: bool) -> Self {
+        self.backbone_only = backbone_only;
+        self
+    }
+
+    /// Loads `config.json` and the safetensors checkpoint of a `save_pretrained`
+    /// directory.
+    pub fn load(&self, dir: impl AsRef<Path>) -> Result<ViTMSN> {
+        let dir = dir.as_ref();
+        let config = ViTMSNConfig::from_file(&dir.join("config.json"))?;
+        let weights = Weights::from_dir(dir)?;
+        self.build(config, &weights)
+    }
+
+    /// Builds the model from a config and weights already in memory.
+    pub fn build(&self, config: ViTMSNConfig, weights: &Weights) -> Result<ViTMSN> {
+        let kind = self
+            .backend
+            .unwrap_or_else(BackendKind::default_for_this_cpu);
+        let backend = backend::create(kind, &self.options)?;
+        ViTMSN::with_head(config, weights, backend, !self.backbone_only)
+    }
+}
+
+/// A loaded ViTMSN model (bare or with its classification head) bound to a backend. It is
+/// `Send + Sync` and its forwards take `&self`: threads can share one model (each forward
+/// runs with buffers of its own; on the `cpu` backend their ops take turns on its thread
+/// pool).
 pub struct ViTMSN {
     config: ViTMSNConfig,
     vit: ViTMSNModel,
     head: Head,
     executor: Executor,
-    graphs: HashMap<ForwardShape, ModelGraph>,
+    /// Graphs by the shape of forward they compute, built on first use.
+    graphs: Mutex<HashMap<ForwardShape, Arc<ModelGraph>>>,
+}
+
+impl std::fmt::Debug for ViTMSN {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = self.executor.backend();
+        f.debug_struct("ViTMSN")
+            .field("classifier", &self.is_classifier())
+            .field("backend", &backend.name())
+            .field("threads", &backend.threads())
+            .field("isa", &backend.isa())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ViTMSN {
-    /// Loads `config.json` and the safetensors checkpoint of a `save_pretrained` directory.
-    pub fn from_dir(dir: &Path, backend: BackendKind, options: &BackendOptions) -> Result<Self> {
-        let config = ViTMSNConfig::from_file(&dir.join("config.json"))?;
-        let weights = Weights::from_dir(dir)?;
-        Self::new(config, &weights, backend::create(backend, options)?)
+    /// Loads `config.json` and the safetensors checkpoint of a `save_pretrained` directory
+    /// onto `backend`; [`ViTMSN::builder`] names the options one by one.
+    pub fn from_dir(
+        dir: impl AsRef<Path>,
+        backend: BackendKind,
+        options: &BackendOptions,
+    ) -> Result<Self> {
+        Self::builder()
+            .backend(backend)
+            .options(options.clone())
+            .load(dir)
+    }
+
+    /// Options for loading a model, starting from the defaults: the best backend for
+    /// this CPU, on every core, in f32.
+    ///
+    /// ```no_run
+    /// use vitmsn::{BackendKind, ViTMSN};
+    /// let model = ViTMSN::builder()
+    ///     .backend(BackendKind::Cpu)
+    ///     .threads(2)
+    ///     .backbone_only(true)
+    ///     .load("path/to/vit-msn-small")?;
+    /// # Ok::<(), vitmsn::Error>(())
+    /// ```
+    pub fn builder() -> ViTMSNBuilder {
+        ViTMSNBuilder::default()
     }
 
     /// Builds the model from a config and weights, handing the weights to `backend`.
-    pub fn new(
+    pub fn new(config: ViTMSNConfig, weights: &Weights, backend: Box<dyn Backend>) -> Result<Self> {
+        Self::with_head(config, weights, backend, true)
+    }
+
+    /// [`ViTMSN::new`], leaving out a classifier's head when `with_head` is false.
+    fn with_head(
         config: ViTMSNConfig,
         weights: &Weights,
         mut backend: Box<dyn Backend>,
+        with_head: bool,
     ) -> Result<Self> {
         if let Some(budget) = backend.memory_budget() {
             let parameters = config.parameter_count().unwrap_or(usize::MAX);
@@ -705,6 +846,7 @@ impl ViTMSN {
         };
         let vit = loader.within(backbone, |l| ViTMSNModel::load(l, &config))?;
         let head = match config.num_labels() {
+            _ if !with_head => Head::None,
             _ if !weights.contains("classifier.weight") && !config.is_classifier() => Head::None,
             0 => Head::Identity,
             labels => Head::Linear(loader.within("classifier", |l| {
@@ -716,15 +858,17 @@ impl ViTMSN {
             config,
             vit,
             head,
-            executor: Executor::new(backend),
-            graphs: HashMap::new(),
+            executor: Executor::new(Arc::from(backend)),
+            graphs: Mutex::default(),
         })
     }
 
+    /// The checkpoint's configuration.
     pub fn config(&self) -> &ViTMSNConfig {
         &self.config
     }
 
+    /// Whether the model has a classification head (and so gives logits).
     pub fn is_classifier(&self) -> bool {
         !matches!(self.head, Head::None)
     }
@@ -755,14 +899,16 @@ impl ViTMSN {
     }
 
     /// Each op of the last forward with its time, in graph order, while op timing is on.
-    pub fn op_times(&self) -> Option<&[OpTime]> {
+    pub fn op_times(&self) -> Option<Vec<OpTime>> {
         self.executor.op_times()
     }
 
+    /// The backend's name (`scalar`, `cpu`, `gpu`).
     pub fn backend_name(&self) -> &'static str {
         self.executor.backend().name()
     }
 
+    /// Threads the backend computes on.
     pub fn backend_threads(&self) -> usize {
         self.executor.backend().threads()
     }
@@ -773,7 +919,7 @@ impl ViTMSN {
     }
 
     /// Runs the model on one batch.
-    pub fn forward(&mut self, input: &ForwardInput) -> Result<ForwardOutput> {
+    pub fn forward(&self, input: &ForwardInput) -> Result<ForwardOutput> {
         let shape = self.check(input, false, false)?;
         let mut out = ForwardOutput::default();
         // Hidden states and attentions come in layer order.
@@ -796,7 +942,7 @@ impl ViTMSN {
     /// The backbone's image embeddings of a batch `[batch, channels, height, width]`, for
     /// a bare model or a classifier alike (its head is not run): each of `features`, one
     /// row of `hidden_size` values per image.
-    pub fn embed(&mut self, pixel_values: Tensor, features: &[Feature]) -> Result<Embeddings> {
+    pub fn embed(&self, pixel_values: Tensor, features: &[Feature]) -> Result<Embeddings> {
         let input = ForwardInput {
             pixel_values,
             ..Default::default()
@@ -826,7 +972,7 @@ impl ViTMSN {
     /// The `top_k` most probable labels of each image of a batch, most probable first:
     /// softmax over the logits (sigmoid for multi-label and single-output heads, as
     /// transformers' image-classification pipeline), names from `id2label`.
-    pub fn classify(&mut self, pixel_values: Tensor, top_k: usize) -> Result<Vec<Vec<Prediction>>> {
+    pub fn classify(&self, pixel_values: Tensor, top_k: usize) -> Result<Vec<Vec<Prediction>>> {
         if !self.is_classifier() {
             return Err(Error::Input(
                 "the model has no classification head (config.json names no *ForImageClassification and there is no classifier.weight): it gives embeddings (vitmsn embed, or fewshot with labelled examples), not labels".into(),
@@ -841,21 +987,19 @@ impl ViTMSN {
     }
 
     /// Runs the graph for `shape` on `input`, and returns its outputs, each with what it is.
-    fn execute(
-        &mut self,
-        shape: ForwardShape,
-        input: &ForwardInput,
-    ) -> Result<Vec<(Output, Tensor)>> {
+    fn execute(&self, shape: ForwardShape, input: &ForwardInput) -> Result<Vec<(Output, Tensor)>> {
         let (layers, heads) = (
             self.config.num_hidden_layers,
             self.config.num_attention_heads,
         );
         let head_mask = input.head_mask_values(layers, heads)?;
         let mask = input.mask_values();
-        self.compile(shape);
+        let graph = self.graph(shape);
+        let ModelGraph { compiled, outputs } = &*graph;
+        let mut run = self.executor.start(compiled);
         // Allocating first: a batch over the memory budget fails before the position
         // table is interpolated for it.
-        self.executor.prepare(&self.graphs[&shape].compiled)?;
+        run.prepare(compiled)?;
         let position = self.vit.embeddings.position_table(
             shape.height,
             shape.width,
@@ -864,13 +1008,12 @@ impl ViTMSN {
         let mut feeds: Vec<(&str, &[f32])> = vec![
             ("pixel_values", &input.pixel_values.data),
             ("head_mask", &head_mask),
-            ("position_embeddings", position),
+            ("position_embeddings", &position),
         ];
         if let Some(mask) = &mask {
             feeds.push(("bool_masked_pos", mask));
         }
-        let ModelGraph { compiled, outputs } = &self.graphs[&shape];
-        let results = self.executor.run(compiled, &feeds)?;
+        let results = run.run(compiled, &feeds)?;
         Ok(outputs
             .iter()
             .zip(&compiled.graph.outputs)
@@ -922,34 +1065,39 @@ impl ViTMSN {
         Ok(shape)
     }
 
-    /// Builds and caches the graph for `shape`.
-    fn compile(&mut self, shape: ForwardShape) {
-        if !self.graphs.contains_key(&shape) {
+    /// The graph for `shape`, built and cached on first use.
+    fn graph(&self, shape: ForwardShape) -> Arc<ModelGraph> {
+        let mut graphs = self.graphs.lock().unwrap_or_else(PoisonError::into_inner);
+        let id = graphs.len() as u64;
+        let graph = graphs.entry(shape).or_insert_with(|| {
             let (graph, outputs) = self.build_graph(&shape);
-            let compiled = CompiledGraph::new(graph, self.graphs.len() as u64);
-            self.graphs.insert(shape, ModelGraph { compiled, outputs });
-        }
+            let compiled = CompiledGraph::new(graph, id);
+            Arc::new(ModelGraph { compiled, outputs })
+        });
+        Arc::clone(graph)
     }
 
     /// Allocates what a forward of `batch` images of the configured size takes, or fails
     /// when that is over the backend's memory budget: a caller can check a batch before
     /// building its pixels.
-    pub fn reserve(&mut self, batch: usize) -> Result<()> {
-        let shape = self.plain_shape(batch)?;
-        self.executor.prepare(&self.graphs[&shape].compiled)
+    pub fn reserve(&self, batch: usize) -> Result<()> {
+        let graph = self.plain_graph(batch)?;
+        self.executor
+            .start(&graph.compiled)
+            .prepare(&graph.compiled)
     }
 
     /// Multiply-adds ×2 of a forward of `batch` images of the configured size: each op's
     /// `Op::flops` (the matrix products and attention; norms and activations are not
     /// counted), summed over the graph that forward runs.
-    pub fn flops(&mut self, batch: usize) -> Result<f64> {
-        let shape = self.plain_shape(batch)?;
-        let nodes = &self.graphs[&shape].compiled.graph.nodes;
+    pub fn flops(&self, batch: usize) -> Result<f64> {
+        let graph = self.plain_graph(batch)?;
+        let nodes = &graph.compiled.graph.nodes;
         Ok(nodes.iter().filter_map(|node| node.op.flops()).sum())
     }
 
-    /// The shape of a plain forward of `batch` images of the configured size, compiled.
-    fn plain_shape(&mut self, batch: usize) -> Result<ForwardShape> {
+    /// The graph of a plain forward of `batch` images of the configured size.
+    fn plain_graph(&self, batch: usize) -> Result<Arc<ModelGraph>> {
         let (height, width) = self.config.image_size.hw();
         let shape = ForwardShape {
             batch,
@@ -962,8 +1110,7 @@ impl ViTMSN {
             output_prenorm: false,
         };
         self.check_sizes(&shape)?;
-        self.compile(shape);
-        Ok(shape)
+        Ok(self.graph(shape))
     }
 
     /// Refuses a forward whose values could not even be counted: every size the graph

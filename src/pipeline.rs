@@ -8,7 +8,7 @@
 //! use vitmsn::pipeline::{Pipeline, Rgb8};
 //! use vitmsn::{BackendKind, BackendOptions, Feature};
 //!
-//! let mut pipeline = Pipeline::from_dir(
+//! let pipeline = Pipeline::from_dir(
 //!     "tests/fixtures/base_all_outputs/model",
 //!     BackendKind::default_for_this_cpu(),
 //!     &BackendOptions::default(),
@@ -39,7 +39,7 @@
 //! use vitmsn::pipeline::Pipeline;
 //! use vitmsn::{BackendKind, BackendOptions};
 //!
-//! let mut pipeline = Pipeline::from_dir(
+//! let pipeline = Pipeline::from_dir(
 //!     "tests/fixtures/classifier_ce/model",
 //!     BackendKind::Scalar,
 //!     &BackendOptions::default(),
@@ -63,6 +63,7 @@ use std::path::{Path, PathBuf};
 /// Something the preprocessor turns into one image's pixels `[channels, height, width]`:
 /// a file path, a decoded [`image::DynamicImage`], or an [`Rgb8`] buffer.
 pub trait ImageInput {
+    /// The preprocessed pixels `[channels, height, width]`.
     fn pixels(&self, preprocessor: &Preprocessor) -> Result<Tensor>;
 }
 
@@ -99,8 +100,11 @@ impl ImageInput for image::DynamicImage {
 /// Raw interleaved RGB bytes, row by row, `width · height · 3` of them.
 #[derive(Clone, Copy, Debug)]
 pub struct Rgb8<'a> {
+    /// Pixels per row.
     pub width: usize,
+    /// Rows.
     pub height: usize,
+    /// `width * height` RGB triples, row by row.
     pub data: &'a [u8],
 }
 
@@ -145,6 +149,7 @@ impl Pipeline {
         Ok(Self::new(model, preprocessor))
     }
 
+    /// A pipeline of a loaded model and a preprocessing.
     pub fn new(model: ViTMSN, preprocessor: Preprocessor) -> Self {
         Self {
             model,
@@ -159,10 +164,12 @@ impl Pipeline {
         self
     }
 
-    pub fn model(&mut self) -> &mut ViTMSN {
-        &mut self.model
+    /// The model.
+    pub fn model(&self) -> &ViTMSN {
+        &self.model
     }
 
+    /// The preprocessing.
     pub fn preprocessor(&self) -> &Preprocessor {
         &self.preprocessor
     }
@@ -178,11 +185,7 @@ impl Pipeline {
     }
 
     /// The backbone's `features` of each image, `[N, hidden]` each.
-    pub fn embed<I: ImageInput>(
-        &mut self,
-        images: &[I],
-        features: &[Feature],
-    ) -> Result<Embeddings> {
+    pub fn embed<I: ImageInput>(&self, images: &[I], features: &[Feature]) -> Result<Embeddings> {
         let mut all = Embeddings::default();
         for batch in images.chunks(self.batch_size) {
             let pixels = self.preprocess(batch)?;
@@ -193,7 +196,7 @@ impl Pipeline {
 
     /// The `top_k` most probable labels of each image, most probable first.
     pub fn classify<I: ImageInput>(
-        &mut self,
+        &self,
         images: &[I],
         top_k: usize,
     ) -> Result<Vec<Vec<Prediction>>> {

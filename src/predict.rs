@@ -20,6 +20,7 @@ pub enum Feature {
 }
 
 impl Feature {
+    /// Every feature, in the order the CLI writes them.
     pub const ALL: [Feature; 3] = [Feature::Cls, Feature::ClsPrenorm, Feature::Mean];
 
     /// The name `--features` takes.
@@ -60,6 +61,7 @@ impl FromStr for Feature {
 /// Embeddings of a batch: for each requested feature, `[batch, hidden]`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Embeddings {
+    /// Each requested feature with its `[batch, hidden]` values, in request order.
     pub features: Vec<(Feature, Tensor)>,
 }
 
@@ -138,6 +140,7 @@ pub struct Prediction {
     pub class: usize,
     /// `id2label`'s name for it, else transformers' `LABEL_{i}`.
     pub label: String,
+    /// Softmax (or sigmoid) of the logit.
     pub probability: f32,
 }
 

@@ -36,15 +36,22 @@ use std::path::{Path, PathBuf};
 /// `preprocessor_config.json` writes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resample {
+    /// Pillow's `NEAREST`.
     Nearest = 0,
+    /// Pillow's `LANCZOS`.
     Lanczos = 1,
+    /// Pillow's `BILINEAR`.
     Bilinear = 2,
+    /// Pillow's `BICUBIC`, ViTImageProcessor's default.
     Bicubic = 3,
+    /// Pillow's `BOX`.
     Box = 4,
+    /// Pillow's `HAMMING`.
     Hamming = 5,
 }
 
 impl Resample {
+    /// Every filter, by Pillow code.
     pub const ALL: [Resample; 6] = [
         Resample::Nearest,
         Resample::Lanczos,
@@ -82,14 +89,21 @@ impl Resample {
 /// The fields of transformers' `ViTImageProcessor` that change `pixel_values`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PreprocessorConfig {
+    /// Whether images are resized to `size`.
     pub do_resize: bool,
     /// `(height, width)`.
     pub size: (usize, usize),
+    /// The resampling filter of the resize.
     pub resample: Resample,
+    /// Whether 0–255 values are multiplied by `rescale_factor`.
     pub do_rescale: bool,
+    /// The rescale multiplier (1/255 by default).
     pub rescale_factor: f64,
+    /// Whether channels are normalised by `image_mean` and `image_std`.
     pub do_normalize: bool,
+    /// Per-channel mean subtracted when normalising.
     pub image_mean: Vec<f64>,
+    /// Per-channel standard deviation divided by when normalising.
     pub image_std: Vec<f64>,
     /// Read and kept for completeness: images are always converted to RGB, since the model
     /// takes three channels and transformers' pipeline fails on anything else.
@@ -300,6 +314,7 @@ impl Preprocessor {
         Self { max_pixels, ..self }
     }
 
+    /// The preprocessing settings.
     pub fn config(&self) -> &PreprocessorConfig {
         &self.config
     }

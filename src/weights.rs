@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use vitmsn_kernels::rng::Rng;
 
+/// The tensors of a safetensors checkpoint (one file or a sharded set), read on demand.
 pub struct Weights {
     files: Vec<SafetensorsFile>,
     /// Tensor name → (index into `files`, entry).
@@ -99,6 +100,7 @@ impl Weights {
         }
     }
 
+    /// Whether the checkpoint has a tensor of this name.
     pub fn contains(&self, name: &str) -> bool {
         match self.random_seed {
             Some(_) => !name.starts_with("vit.") && !name.starts_with("classifier."),

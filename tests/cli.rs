@@ -6,7 +6,7 @@ mod common;
 use common::{fixture, vitmsn, TempDir};
 use safetensors::tensor::{Dtype, TensorView};
 use std::path::Path;
-use vitmsn::safetensors_file::SafetensorsFile;
+use vitmsn::internals::safetensors_file::SafetensorsFile;
 use vitmsn::Isa;
 
 /// Rewrites a safetensors file, letting `edit` drop (None) or replace each tensor.

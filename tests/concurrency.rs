@@ -1,11 +1,11 @@
-//! Models in a threaded host (issue 18): a loaded model is `Send + Sync`, forwards on
-//! many threads at once give the single-thread results bit for bit, and a failed forward
+//! Models in a threaded host: a loaded model is `Send + Sync`, forwards on one model
+//! from many threads at once give the single-thread results bit for bit, and a failed forward
 //! leaves the model usable.
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-use vitmsn::io::read_inputs;
+use std::sync::Arc;
+use vitmsn::internals::io::read_inputs;
 use vitmsn::pipeline::Pipeline;
 use vitmsn::{BackendKind, BackendOptions, ForwardInput, ForwardOutput, Tensor, ViTMSN};
 
@@ -23,7 +23,7 @@ fn load(kind: BackendKind) -> (ViTMSN, ForwardInput) {
         threads: (kind == BackendKind::Cpu).then_some(2),
         ..Default::default()
     };
-    let model = ViTMSN::from_dir(&case.join("model"), kind, &options).unwrap();
+    let model = ViTMSN::from_dir(case.join("model"), kind, &options).unwrap();
     let mut input =
         read_inputs(&case.join("inputs.safetensors"), &model.input_spec(false)).unwrap();
     input.output_hidden_states = true;
@@ -42,32 +42,46 @@ fn bits(out: &ForwardOutput) -> Vec<u32> {
 #[test]
 fn forwards_on_many_threads_match_the_single_thread_results_bit_for_bit() {
     for kind in [BackendKind::Scalar, BackendKind::Cpu] {
-        let (mut model, input) = load(kind);
+        let (model, input) = load(kind);
         let reference = bits(&model.forward(&input).unwrap());
+        // A second shape, so that sessions prepared for one graph also run the other.
+        let plain = ForwardInput {
+            output_hidden_states: false,
+            output_attentions: false,
+            ..input.clone()
+        };
+        let plain_reference = bits(&model.forward(&plain).unwrap());
 
-        // One model per thread, all running at once.
+        // One model shared by four threads, all running at once.
         std::thread::scope(|scope| {
-            for _ in 0..4 {
-                scope.spawn(|| {
-                    let (mut own, input) = load(kind);
-                    for _ in 0..3 {
-                        assert_eq!(bits(&own.forward(&input).unwrap()), reference, "{kind:?}");
+            for thread in 0..4 {
+                let (model, input, plain) = (&model, &input, &plain);
+                let (reference, plain_reference) = (&reference, &plain_reference);
+                scope.spawn(move || {
+                    for i in 0..4 {
+                        if (thread + i) % 2 == 0 {
+                            assert_eq!(&bits(&model.forward(input).unwrap()), reference);
+                        } else {
+                            assert_eq!(&bits(&model.forward(plain).unwrap()), plain_reference);
+                        }
                     }
                 });
             }
         });
 
-        // One model shared behind a lock, moved between threads.
-        let shared = Arc::new(Mutex::new(model));
+        // One model per thread, and one moved between threads.
+        let shared = Arc::new(model);
+        let moved = Arc::clone(&shared);
+        let reference = &reference;
         std::thread::scope(|scope| {
-            for _ in 0..4 {
-                scope.spawn(|| {
-                    for _ in 0..3 {
-                        let out = shared.lock().unwrap().forward(&input).unwrap();
-                        assert_eq!(bits(&out), reference, "{kind:?}");
-                    }
-                });
-            }
+            scope.spawn(move || {
+                let (own, input) = load(kind);
+                assert_eq!(&bits(&own.forward(&input).unwrap()), reference, "{kind:?}");
+            });
+            let input = &input;
+            scope.spawn(move || {
+                assert_eq!(&bits(&moved.forward(input).unwrap()), reference, "{kind:?}");
+            });
         });
     }
 }
@@ -75,7 +89,7 @@ fn forwards_on_many_threads_match_the_single_thread_results_bit_for_bit() {
 #[test]
 fn a_failed_forward_leaves_the_model_usable() {
     for kind in [BackendKind::Scalar, BackendKind::Cpu] {
-        let (mut model, input) = load(kind);
+        let (model, input) = load(kind);
         let reference = bits(&model.forward(&input).unwrap());
         let wrong_size = ForwardInput {
             pixel_values: Tensor::new(vec![1, 3, 8, 8], vec![0.0; 192]),

@@ -47,8 +47,9 @@ fn results_do_not_depend_on_the_thread_count() {
 /// output option, against the scalar reference.
 #[test]
 fn matches_the_scalar_backend_on_a_full_size_sequence() {
-    use vitmsn::weights::Weights;
-    use vitmsn::{backend, ForwardInput, Tensor, ViTMSN, ViTMSNConfig};
+    use vitmsn::internals::backend;
+    use vitmsn::internals::weights::Weights;
+    use vitmsn::{ForwardInput, Tensor, ViTMSN, ViTMSNConfig};
     let config = ViTMSNConfig {
         hidden_size: 192,
         num_hidden_layers: 2,
@@ -69,7 +70,7 @@ fn matches_the_scalar_backend_on_a_full_size_sequence() {
         ..Default::default()
     };
     let run = |kind, options: &BackendOptions| {
-        let mut model = ViTMSN::new(
+        let model = ViTMSN::new(
             config.clone(),
             &weights,
             backend::create(kind, options).unwrap(),

@@ -9,17 +9,18 @@ mod common;
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseResult, TestRunner};
 use std::cell::RefCell;
-use vitmsn::backend::Backend;
-use vitmsn::backend::Precision;
-use vitmsn::graph::{ConstRole, Constant, Graph, Op};
-use vitmsn::plan::{Plan, Slot};
+use std::sync::Arc;
+use vitmsn::internals::backend::Backend;
+use vitmsn::internals::graph::{ConstRole, Constant, Graph, Op};
+use vitmsn::internals::plan::{Plan, Slot};
+use vitmsn::Precision;
 use vitmsn::{BackendKind, BackendOptions, Tensor};
 use vitmsn_kernels::{scalar, Activation, AttentionShape, Epilogue};
 
 /// A GPU backend that runs one op at a time, shared by the cases of one test (created
 /// and dropped on the test's thread: wgpu keeps thread-local state).
 struct Gpu {
-    backend: Box<dyn Backend>,
+    backend: Arc<dyn Backend>,
     precision: Precision,
 }
 
@@ -31,7 +32,9 @@ impl Gpu {
             ..Default::default()
         };
         common::gpu_ready(&options).then(|| Self {
-            backend: vitmsn::backend::create(BackendKind::Gpu, &options).unwrap(),
+            backend: vitmsn::internals::backend::create(BackendKind::Gpu, &options)
+                .unwrap()
+                .into(),
             precision,
         })
     }
@@ -54,7 +57,10 @@ impl Gpu {
                 role: ConstRole::Vector,
             })
             .collect();
-        self.backend.load_constants(constants).unwrap();
+        Arc::get_mut(&mut self.backend)
+            .expect("no session outlives a case")
+            .load_constants(constants)
+            .unwrap();
         let mut graph = Graph::default();
         let values: Vec<usize> = inputs
             .iter()
@@ -68,18 +74,17 @@ impl Gpu {
         let plan = Plan::new(&graph);
         let slots =
             |values: &[usize]| -> Vec<Slot> { values.iter().map(|&v| plan.slot_of[v]).collect() };
-        self.backend.prepare(&graph, &plan).unwrap();
+        let mut session = Arc::clone(&self.backend).session();
+        session.prepare(&graph, &plan).unwrap();
         for (slot, data) in slots(&values).into_iter().zip(inputs) {
-            self.backend.write(slot, data).unwrap();
+            session.write(slot, data).unwrap();
         }
-        self.backend
-            .run(&op, &slots(&values), &slots(&outputs))
-            .unwrap();
+        session.run(&op, &slots(&values), &slots(&outputs)).unwrap();
         let requests: Vec<(Slot, usize)> = slots(&outputs)
             .into_iter()
             .zip(output_sizes.iter().copied())
             .collect();
-        self.backend.read(&requests).unwrap()
+        session.read(&requests).unwrap()
     }
 }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use vitmsn::backend::Precision;
+use vitmsn::Precision;
 use vitmsn::{BackendKind, BackendOptions};
 
 #[test]

@@ -8,7 +8,7 @@ use common::{fixture, TempDir};
 use safetensors::tensor::{Dtype, TensorView};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use vitmsn::weights::Weights;
+use vitmsn::internals::weights::Weights;
 use vitmsn::{BackendKind, BackendOptions, ForwardInput, Tensor, ViTMSN, ViTMSNConfig};
 
 /// Runs the CLI, killing it after a minute: a hang is a failure, not a stuck test run.
@@ -509,7 +509,7 @@ fn thread_and_batch_counts_are_bounded() {
         threads: Some(1 << 20),
         ..Default::default()
     };
-    let err = vitmsn::backend::create(BackendKind::Cpu, &options)
+    let err = vitmsn::internals::backend::create(BackendKind::Cpu, &options)
         .err()
         .unwrap();
     assert!(
@@ -563,8 +563,8 @@ fn activations_over_the_memory_budget_are_refused_and_the_model_stays_usable() {
             threads: (kind == BackendKind::Cpu).then_some(2),
             ..Default::default()
         };
-        let backend = vitmsn::backend::create(kind, &options).unwrap();
-        let mut model = ViTMSN::new(config.clone(), &Weights::random(0), backend).unwrap();
+        let backend = vitmsn::internals::backend::create(kind, &options).unwrap();
+        let model = ViTMSN::new(config.clone(), &Weights::random(0), backend).unwrap();
         let input = |batch: usize| ForwardInput {
             pixel_values: Tensor::new(vec![batch, 3, 64, 64], vec![0.5; batch * 3 * 64 * 64]),
             output_attentions: true,
@@ -745,7 +745,7 @@ fn image_sizes_are_held_to_the_limits() {
 fn a_checkpoint_truncated_after_opening_is_an_error_not_a_crash() {
     let model = model_copy("truncated-later");
     let path = model.path().join("model.safetensors");
-    let file = vitmsn::safetensors_file::SafetensorsFile::open(&path).unwrap();
+    let file = vitmsn::internals::safetensors_file::SafetensorsFile::open(&path).unwrap();
     std::fs::OpenOptions::new()
         .write(true)
         .open(&path)
@@ -833,9 +833,9 @@ fn a_planted_temporary_name_is_not_written_through() {
         std::os::unix::fs::symlink(&victim, dir.path().join(planted)).unwrap();
     }
     let tensor = Tensor::new(vec![2], vec![1.0, 2.0]);
-    vitmsn::io::write_tensors(&output, &[("x", &tensor)], None).unwrap();
+    vitmsn::internals::io::write_tensors(&output, &[("x", &tensor)], None).unwrap();
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
-    let written = vitmsn::safetensors_file::SafetensorsFile::open(&output).unwrap();
+    let written = vitmsn::internals::safetensors_file::SafetensorsFile::open(&output).unwrap();
     assert_eq!(
         written.f32_data(&written.tensors["x"], "x").unwrap(),
         [1.0, 2.0]

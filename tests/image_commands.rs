@@ -6,8 +6,8 @@ mod common;
 
 use common::{vitmsn, TempDir};
 use std::path::{Path, PathBuf};
+use vitmsn::internals::safetensors_file::SafetensorsFile;
 use vitmsn::preprocess::{Preprocessor, PreprocessorConfig};
-use vitmsn::safetensors_file::SafetensorsFile;
 use vitmsn::Tensor;
 
 const COMMANDS: [&str; 7] = [

@@ -9,7 +9,7 @@ mod common;
 use common::TempDir;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use vitmsn::io::read_inputs;
+use vitmsn::internals::io::read_inputs;
 use vitmsn::preprocess::{Preprocessor, PreprocessorConfig};
 use vitmsn::{BackendKind, BackendOptions, ViTMSN, ViTMSNConfig};
 
@@ -199,7 +199,7 @@ fn options() -> BackendOptions {
 /// Loads the model in `dir` and, if it loads, runs `input` through it; whether that
 /// gave an output.
 fn load_and_run(dir: &Path, input: &Path, interpolate: bool) -> bool {
-    let Ok(mut model) = ViTMSN::from_dir(dir, BackendKind::Scalar, &options()) else {
+    let Ok(model) = ViTMSN::from_dir(dir, BackendKind::Scalar, &options()) else {
         return false;
     };
     let spec = model.input_spec(interpolate);
@@ -283,8 +283,7 @@ fn mutated_input_tensors_run_or_fail_cleanly() {
     let mut outcomes = Outcomes::default();
     for fixture in ["mask_token", "classifier_ce", "head_mask_2d"] {
         let src = common::fixtures_dir().join(fixture);
-        let mut model =
-            ViTMSN::from_dir(&src.join("model"), BackendKind::Scalar, &options()).unwrap();
+        let model = ViTMSN::from_dir(src.join("model"), BackendKind::Scalar, &options()).unwrap();
         let bytes = std::fs::read(src.join("inputs.safetensors")).unwrap();
         let header_end = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
         let path = dir.path().join("in.safetensors");

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use vitmsn::internals::safetensors_file::SafetensorsFile;
 use vitmsn::preprocess::{collect_images, Preprocessor, PreprocessorConfig, DEFAULT_MAX_PIXELS};
-use vitmsn::safetensors_file::SafetensorsFile;
 use vitmsn::Tensor;
 
 fn images_dir() -> PathBuf {

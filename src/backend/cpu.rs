@@ -4,10 +4,11 @@
 //! Linear weights are packed for the GEMM micro-kernel at load and the originals dropped.
 
 use super::host::{self, HostSlots};
-use super::Backend;
+use super::{Backend, Session};
 use crate::error::{Error, Result};
 use crate::graph::{patch_rows, ConstRole, Constant, Graph, Op};
 use crate::plan::{Plan, Slot};
+use std::sync::Arc;
 use vitmsn_kernels::attention::{self, AttentionScratch};
 use vitmsn_kernels::gemm::{gemm_packed, PackedWeights};
 use vitmsn_kernels::threads::{RowBlockFn, ThreadPool};
@@ -19,10 +20,18 @@ enum CpuConstant {
     Values(Vec<f32>),
 }
 
+/// The SIMD backend's constants and thread pool, which its sessions share: their ops
+/// take turns on the pool.
 pub struct CpuBackend {
     isa: Isa,
     pool: ThreadPool,
     constants: Vec<CpuConstant>,
+    memory_budget: u64,
+}
+
+/// One forward's buffers on the SIMD backend.
+struct CpuSession {
+    backend: Arc<CpuBackend>,
     slots: HostSlots,
     /// im2col rows of the patch embedding.
     patches: Vec<f32>,
@@ -50,9 +59,7 @@ impl CpuBackend {
             isa,
             pool,
             constants: Vec::new(),
-            slots: HostSlots::with_budget(memory_budget),
-            patches: Vec::new(),
-            attention: AttentionScratch::default(),
+            memory_budget,
         })
     }
 }
@@ -76,7 +83,7 @@ impl Backend for CpuBackend {
     }
 
     fn memory_budget(&self) -> Option<u64> {
-        Some(self.slots.budget())
+        Some(self.memory_budget)
     }
 
     fn load_constants(&mut self, constants: Vec<Constant>) -> Result<()> {
@@ -94,6 +101,17 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn session(self: Arc<Self>) -> Box<dyn Session> {
+        Box::new(CpuSession {
+            slots: HostSlots::with_budget(self.memory_budget),
+            patches: Vec::new(),
+            attention: AttentionScratch::default(),
+            backend: self,
+        })
+    }
+}
+
+impl Session for CpuSession {
     fn prepare(&mut self, graph: &Graph, plan: &Plan) -> Result<()> {
         self.slots.prepare(plan, host::im2col_values(graph))?;
         for node in &graph.nodes {
@@ -112,7 +130,7 @@ impl Backend for CpuBackend {
                     );
                 }
                 Op::Attention { shape, .. } => {
-                    self.attention = AttentionScratch::new(shape, self.pool.threads())
+                    self.attention = AttentionScratch::new(shape, self.backend.pool.threads())
                 }
                 _ => {}
             }
@@ -121,13 +139,14 @@ impl Backend for CpuBackend {
     }
 
     fn write(&mut self, slot: Slot, data: &[f32]) -> Result<()> {
-        self.slots.write(slot, data, &split_over(&self.pool));
+        self.slots
+            .write(slot, data, &split_over(&self.backend.pool));
         Ok(())
     }
 
     fn run(&mut self, op: &Op, inputs: &[Slot], outputs: &[Slot]) -> Result<()> {
-        let (isa, pool) = (self.isa, &self.pool);
-        let constants = &self.constants;
+        let (isa, pool) = (self.backend.isa, &self.backend.pool);
+        let constants = &self.backend.constants;
         let values = |id: usize| -> &[f32] {
             match &constants[id] {
                 CpuConstant::Values(v) => v,

@@ -46,10 +46,6 @@ impl HostSlots {
         }
     }
 
-    pub fn budget(&self) -> u64 {
-        self.budget
-    }
-
     /// Sizes the slots for `plan`, keeping allocations that are already large enough,
     /// after checking that they and `scratch_values` more f32 values fit the budget.
     /// When they do not, nothing is changed.

@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::graph::{Constant, Graph, Op};
 use crate::plan::{Plan, Slot};
+use std::sync::Arc;
 use vitmsn_kernels::Isa;
 
 pub mod cpu;
@@ -13,11 +14,14 @@ mod host;
 pub mod memory;
 pub mod scalar;
 
-/// What every backend implements; `Send + Sync`, so that a model can move to, or be
-/// shared by, a host's threads. The executor calls, per model, `load_constants` once;
-/// per graph, `prepare` when the graph changes; per forward, `write` for each input,
-/// `run` for each node in order, then `read` for the requested outputs.
+/// What every backend implements. A backend holds what forwards share (the constants,
+/// a thread pool, a device); a [`Session`] holds what one forward at a time needs (slot
+/// buffers, scratch), so that threads sharing a model each run in a session of their own.
+/// The executor calls `load_constants` once per model, then per forward takes a session
+/// and calls, on it, `prepare` when the graph changes, `write` for each input, `run` for
+/// each node in order, then `read` for the requested outputs.
 pub trait Backend: Send + Sync {
+    /// The name users choose it by (`scalar`, `cpu`, `gpu`).
     fn name(&self) -> &'static str;
     /// Threads the backend computes on.
     fn threads(&self) -> usize {
@@ -31,21 +35,30 @@ pub trait Backend: Send + Sync {
     fn device(&self) -> Option<Device> {
         None
     }
-    /// The most bytes a forward's activations may take here, for backends that hold them
-    /// to a budget (the GPU checks each buffer against the adapter's limits instead).
+    /// The most bytes one forward's activations may take here, for backends that hold
+    /// them to a budget (the GPU checks each buffer against the adapter's limits instead).
     fn memory_budget(&self) -> Option<u64> {
         None
     }
-    /// Whether `run` has finished the op when it returns, so timing it times the op. A
-    /// backend that only records ops and runs them all in `read` says no.
+    /// Whether `Session::run` has finished the op when it returns, so timing it times the
+    /// op. A backend that only records ops and runs them all in `read` says no.
     fn runs_ops_when_called(&self) -> bool {
         true
     }
     /// Takes the model's weights, indexed by `ConstId`; a backend may repack or upload
     /// them and drop the originals.
     fn load_constants(&mut self, constants: Vec<Constant>) -> Result<()>;
-    /// Makes room for a graph's slots (and any per-op scratch).
+    /// A new session on this backend's constants, with no buffers yet.
+    fn session(self: Arc<Self>) -> Box<dyn Session>;
+}
+
+/// The buffers of one forward at a time on a backend; sessions of one backend run
+/// concurrently.
+pub trait Session: Send {
+    /// Makes room for a graph's slots (and any per-op scratch). A session that refuses
+    /// (over its memory budget) is left ready for another graph.
     fn prepare(&mut self, graph: &Graph, plan: &Plan) -> Result<()>;
+    /// Writes an input's values into its slot.
     fn write(&mut self, slot: Slot, data: &[f32]) -> Result<()>;
     /// Runs `op`, reading the slots `inputs` and writing the slots `outputs` (in the
     /// order `Op` documents). A backend may only record the op here and run it later.
@@ -83,7 +96,7 @@ impl std::str::FromStr for BackendKind {
             "scalar" => Ok(Self::Scalar),
             "cpu" => Ok(Self::Cpu),
             "gpu" => Ok(Self::Gpu),
-            other => Err(Error::Usage(format!(
+            other => Err(Error::InvalidOption(format!(
                 "unknown backend \"{other}\" (expected scalar, cpu or gpu)"
             ))),
         }
@@ -99,6 +112,7 @@ impl BackendKind {
         }
     }
 
+    /// The name the CLI and `FromStr` take.
     pub fn name(self) -> &'static str {
         match self {
             Self::Scalar => "scalar",
@@ -126,7 +140,9 @@ pub struct BackendOptions {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
     #[default]
+    /// 32-bit floats: the checkpoint's values, as transformers computes.
     F32,
+    /// 16-bit floats in GPU storage (the `gpu` backend only).
     F16,
 }
 
@@ -137,7 +153,7 @@ impl std::str::FromStr for Precision {
         match name {
             "f32" => Ok(Self::F32),
             "f16" => Ok(Self::F16),
-            other => Err(Error::Usage(format!(
+            other => Err(Error::InvalidOption(format!(
                 "unknown precision \"{other}\" (expected f32 or f16)"
             ))),
         }
@@ -180,7 +196,7 @@ pub fn max_threads() -> usize {
 /// The instruction set named `name` (see [`Isa::name`]).
 pub fn parse_isa(name: &str) -> Result<Isa> {
     Isa::from_name(name).ok_or_else(|| {
-        Error::Usage(format!(
+        Error::InvalidOption(format!(
             "unknown instruction set \"{name}\" (expected one of {})",
             Isa::ALL.map(Isa::name).join(", ")
         ))
@@ -201,7 +217,7 @@ fn cpu_threads(options: &BackendOptions) -> Result<usize> {
     }
     match std::env::var("VITMSN_THREADS") {
         Ok(v) => v.parse::<usize>().ok().filter(|&t| t > 0).ok_or_else(|| {
-            Error::Usage(format!("VITMSN_THREADS={v}: expected a positive integer"))
+            Error::InvalidOption(format!("VITMSN_THREADS={v}: expected a positive integer"))
         }),
         Err(_) => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
     }
@@ -211,7 +227,7 @@ fn cpu_threads(options: &BackendOptions) -> Result<usize> {
 pub fn check_threads(threads: usize) -> Result<()> {
     let max = max_threads();
     if threads > max {
-        return Err(Error::Usage(format!(
+        return Err(Error::InvalidOption(format!(
             "{threads} threads is above the limit of {max} (eight per core, at least 64)"
         )));
     }

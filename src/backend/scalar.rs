@@ -2,29 +2,36 @@
 //! f32 on one thread. Other backends are tested against it.
 
 use super::host::{self, im2col_values, HostSlots};
-use super::Backend;
+use super::{Backend, Session};
 use crate::error::Result;
 use crate::graph::{patch_rows, Constant, Graph, Op};
 use crate::plan::{Plan, Slot};
+use std::sync::Arc;
 use vitmsn_kernels::scalar;
 use vitmsn_kernels::Epilogue;
 
+/// The reference backend's constants.
 pub struct ScalarBackend {
     constants: Vec<Constant>,
-    slots: HostSlots,
-    /// im2col rows of the patch embedding.
-    patches: Vec<f32>,
+    memory_budget: u64,
 }
 
 impl ScalarBackend {
-    /// A backend whose forwards may take `memory_budget` bytes of activations.
+    /// A backend whose forwards may each take `memory_budget` bytes of activations.
     pub fn with_budget(memory_budget: u64) -> Self {
         Self {
             constants: Vec::new(),
-            slots: HostSlots::with_budget(memory_budget),
-            patches: Vec::new(),
+            memory_budget,
         }
     }
+}
+
+/// One forward's buffers on the reference backend.
+struct ScalarSession {
+    backend: Arc<ScalarBackend>,
+    slots: HostSlots,
+    /// im2col rows of the patch embedding.
+    patches: Vec<f32>,
 }
 
 impl Backend for ScalarBackend {
@@ -33,7 +40,7 @@ impl Backend for ScalarBackend {
     }
 
     fn memory_budget(&self) -> Option<u64> {
-        Some(self.slots.budget())
+        Some(self.memory_budget)
     }
 
     fn load_constants(&mut self, constants: Vec<Constant>) -> Result<()> {
@@ -41,6 +48,16 @@ impl Backend for ScalarBackend {
         Ok(())
     }
 
+    fn session(self: Arc<Self>) -> Box<dyn Session> {
+        Box::new(ScalarSession {
+            slots: HostSlots::with_budget(self.memory_budget),
+            patches: Vec::new(),
+            backend: self,
+        })
+    }
+}
+
+impl Session for ScalarSession {
     fn prepare(&mut self, graph: &Graph, plan: &Plan) -> Result<()> {
         self.slots.prepare(plan, im2col_values(graph))
     }
@@ -51,7 +68,7 @@ impl Backend for ScalarBackend {
     }
 
     fn run(&mut self, op: &Op, inputs: &[Slot], outputs: &[Slot]) -> Result<()> {
-        let constants = &self.constants;
+        let constants = &self.backend.constants;
         let constant = |id: usize| -> &[f32] { &constants[id].data };
         let patches = &mut self.patches;
         self.slots.run_op(inputs, outputs, |input, out| match *op {

@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use vitmsn::io::read_inputs;
-use vitmsn::safetensors_file::SafetensorsFile;
+use vitmsn::internals::io::read_inputs;
+use vitmsn::internals::safetensors_file::SafetensorsFile;
 use vitmsn::{BackendKind, BackendOptions, ForwardOutput, Tensor, ViTMSN};
 
 /// `tests/fixtures` of this checkout, or `VITMSN_FIXTURES` where set: a test binary copied
@@ -70,7 +70,7 @@ pub fn expected(case: &Path) -> Vec<(String, Tensor)> {
 
 /// Runs a case through the library on `backend`.
 pub fn run_case(case: &Path, backend: BackendKind, options: &BackendOptions) -> ForwardOutput {
-    let mut model = ViTMSN::from_dir(&case.join("model"), backend, options).unwrap();
+    let model = ViTMSN::from_dir(case.join("model"), backend, options).unwrap();
     let o = case_options(case);
     let spec = model.input_spec(o.interpolate_pos_encoding);
     let mut input = read_inputs(&case.join("inputs.safetensors"), &spec).unwrap();
@@ -162,7 +162,7 @@ pub fn gpu_ready(options: &BackendOptions) -> bool {
         precision: Default::default(),
         ..options.clone()
     };
-    if let Err(e) = vitmsn::backend::create(BackendKind::Gpu, &plain) {
+    if let Err(e) = vitmsn::internals::backend::create(BackendKind::Gpu, &plain) {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "no GPU adapter in CI: {e}"
@@ -170,7 +170,7 @@ pub fn gpu_ready(options: &BackendOptions) -> bool {
         eprintln!("skipped: {e}");
         return false;
     }
-    match vitmsn::backend::create(BackendKind::Gpu, options) {
+    match vitmsn::internals::backend::create(BackendKind::Gpu, options) {
         Ok(_) => true,
         Err(e) => {
             eprintln!("skipped: {e}");

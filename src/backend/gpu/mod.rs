@@ -10,20 +10,28 @@ mod ops;
 mod pipelines;
 mod storage;
 
-use super::{Backend, BackendOptions, Precision};
+use super::{Backend, BackendOptions, Precision, Session};
 use crate::error::{Error, Result};
 use crate::graph::{Constant, Graph, Op};
 use crate::plan::{Plan, Slot};
 use context::GpuContext;
 use ops::{Dispatch, Planner};
 use pipelines::PipelineCache;
+use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
+/// The device, the pipelines built so far and the constants' buffers, which the sessions
+/// share.
 pub struct GpuBackend {
     ctx: GpuContext,
     precision: Precision,
-    pipelines: PipelineCache,
+    pipelines: Mutex<PipelineCache>,
     constants: Vec<wgpu::Buffer>,
+}
+
+/// One forward's buffers and recorded dispatches on the GPU.
+struct GpuSession {
+    backend: Arc<GpuBackend>,
     slots: Vec<wgpu::Buffer>,
     /// Softmax statistics of the attention ops that output probabilities.
     attention_stats: Option<wgpu::Buffer>,
@@ -50,14 +58,8 @@ impl GpuBackend {
         Ok(Self {
             ctx,
             precision: options.precision,
-            pipelines: PipelineCache::new(options.precision),
+            pipelines: Mutex::new(PipelineCache::new(options.precision)),
             constants: Vec::new(),
-            slots: Vec::new(),
-            attention_stats: None,
-            nodes: Vec::new(),
-            next_node: 0,
-            encoder: None,
-            staging: Vec::new(),
         })
     }
 
@@ -144,6 +146,20 @@ impl Backend for GpuBackend {
         self.ctx.check()
     }
 
+    fn session(self: Arc<Self>) -> Box<dyn Session> {
+        Box::new(GpuSession {
+            backend: self,
+            slots: Vec::new(),
+            attention_stats: None,
+            nodes: Vec::new(),
+            next_node: 0,
+            encoder: None,
+            staging: Vec::new(),
+        })
+    }
+}
+
+impl Session for GpuSession {
     fn prepare(&mut self, graph: &Graph, plan: &Plan) -> Result<()> {
         self.encoder = None;
         self.next_node = 0;
@@ -151,9 +167,14 @@ impl Backend for GpuBackend {
         let mut slots = std::mem::take(&mut self.slots).into_iter();
         let mut prepared_slots = Vec::with_capacity(plan.slot_sizes.len());
         for (slot, &len) in plan.slot_sizes.iter().enumerate() {
-            let bytes = storage::buffer_bytes(self.precision, len);
-            self.check_binding_size(&format!("slot {slot}"), bytes)?;
-            prepared_slots.push(self.reuse_or_create(slots.next(), bytes, &format!("slot {slot}")));
+            let bytes = storage::buffer_bytes(self.backend.precision, len);
+            self.backend
+                .check_binding_size(&format!("slot {slot}"), bytes)?;
+            prepared_slots.push(self.backend.reuse_or_create(
+                slots.next(),
+                bytes,
+                &format!("slot {slot}"),
+            ));
         }
         self.slots = prepared_slots;
         let stats_bytes = graph
@@ -168,16 +189,25 @@ impl Backend for GpuBackend {
             .max();
         self.attention_stats = match stats_bytes {
             Some(bytes) => {
-                self.check_binding_size("attention statistics", bytes as u64)?;
+                self.backend
+                    .check_binding_size("attention statistics", bytes as u64)?;
                 let current = self.attention_stats.take();
-                Some(self.reuse_or_create(current, bytes as u64, "attention statistics"))
+                Some(
+                    self.backend
+                        .reuse_or_create(current, bytes as u64, "attention statistics"),
+                )
             }
             None => None,
         };
+        let backend = &self.backend;
+        let mut pipelines = backend
+            .pipelines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut planner = Planner {
-            ctx: &self.ctx,
-            pipelines: &mut self.pipelines,
-            constants: &self.constants,
+            ctx: &backend.ctx,
+            pipelines: &mut pipelines,
+            constants: &backend.constants,
             slots: &self.slots,
             attention_stats: self.attention_stats.as_ref(),
         };
@@ -194,13 +224,15 @@ impl Backend for GpuBackend {
             });
         }
         self.nodes = nodes;
-        self.ctx.check()
+        self.backend.ctx.check()
     }
 
     fn write(&mut self, slot: Slot, data: &[f32]) -> Result<()> {
-        self.ctx
-            .queue
-            .write_buffer(&self.slots[slot], 0, &storage::encode(self.precision, data));
+        self.backend.ctx.queue.write_buffer(
+            &self.slots[slot],
+            0,
+            &storage::encode(self.backend.precision, data),
+        );
         Ok(())
     }
 
@@ -215,7 +247,7 @@ impl Backend for GpuBackend {
                     self.next_node
                 ))
             })?;
-        let device = &self.ctx.device;
+        let device = &self.backend.ctx.device;
         let encoder = self.encoder.get_or_insert_with(|| {
             device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("forward"),
@@ -236,7 +268,7 @@ impl Backend for GpuBackend {
 
     fn read(&mut self, requests: &[(Slot, usize)]) -> Result<Vec<Vec<f32>>> {
         self.next_node = 0;
-        let device = &self.ctx.device;
+        let device = &self.backend.ctx.device;
         let mut encoder = self.encoder.take().unwrap_or_else(|| {
             device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("forward"),
@@ -244,7 +276,7 @@ impl Backend for GpuBackend {
         });
         let sizes: Vec<u64> = requests
             .iter()
-            .map(|&(_, len)| storage::copy_bytes(self.precision, len))
+            .map(|&(_, len)| storage::copy_bytes(self.backend.precision, len))
             .collect();
         for (i, (&(slot, _), &bytes)) in requests.iter().zip(&sizes).enumerate() {
             if self.staging.get(i).is_none_or(|b| b.size() < bytes) {
@@ -261,7 +293,7 @@ impl Backend for GpuBackend {
             }
             encoder.copy_buffer_to_buffer(&self.slots[slot], 0, &self.staging[i], 0, bytes);
         }
-        let submission = self.ctx.queue.submit([encoder.finish()]);
+        let submission = self.backend.ctx.queue.submit([encoder.finish()]);
         let (sender, mapped) = std::sync::mpsc::channel();
         for (buffer, &bytes) in self.staging.iter().zip(&sizes) {
             let sender = sender.clone();
@@ -281,24 +313,30 @@ impl Backend for GpuBackend {
             .map_err(|e| {
                 Error::Backend(format!(
                     "{}: waiting for the forward: {e}",
-                    self.ctx.adapter_name
+                    self.backend.ctx.adapter_name
                 ))
             })?;
-        self.ctx.check()?;
+        self.backend.ctx.check()?;
         for _ in &sizes {
             mapped
                 .recv()
                 .map_err(|_| Error::Backend("a readback was dropped unmapped".into()))?
                 .map_err(|e| {
-                    Error::Backend(format!("{}: reading back: {e}", self.ctx.adapter_name))
+                    Error::Backend(format!(
+                        "{}: reading back: {e}",
+                        self.backend.ctx.adapter_name
+                    ))
                 })?;
         }
         let mut results = Vec::with_capacity(requests.len());
         for ((buffer, &bytes), &(_, len)) in self.staging.iter().zip(&sizes).zip(requests) {
             let view = buffer.slice(..bytes).get_mapped_range().map_err(|e| {
-                Error::Backend(format!("{}: reading back: {e}", self.ctx.adapter_name))
+                Error::Backend(format!(
+                    "{}: reading back: {e}",
+                    self.backend.ctx.adapter_name
+                ))
             })?;
-            results.push(storage::decode(self.precision, &view, len));
+            results.push(storage::decode(self.backend.precision, &view, len));
             drop(view);
             buffer.unmap();
         }

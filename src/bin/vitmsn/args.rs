@@ -1,10 +1,11 @@
 //! The commands and their flags: the CLI's stable contract.
 
+use crate::failure::{Failure, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
-use vitmsn::backend::{self, Precision};
 use vitmsn::fewshot::Method;
-use vitmsn::{BackendKind, BackendOptions, Error, Feature, Isa, Result};
+use vitmsn::internals::backend;
+use vitmsn::{BackendKind, BackendOptions, Error, Feature, Isa, Precision};
 
 #[derive(Parser)]
 #[command(
@@ -87,7 +88,7 @@ impl BackendArgs {
             .backend
             .unwrap_or_else(BackendKind::default_for_this_cpu);
         let only_for = |flag: &str, backend: BackendKind| {
-            Error::Usage(format!(
+            Failure::Usage(format!(
                 "{flag} applies to the {} backend, not the {} backend",
                 backend.name(),
                 kind.name()
@@ -100,7 +101,7 @@ impl BackendArgs {
             return Err(only_for("--threads", BackendKind::Cpu));
         }
         if self.max_memory.is_some() && kind == BackendKind::Gpu {
-            return Err(Error::Usage(
+            return Err(Failure::Usage(
                 "--max-memory applies to the scalar and cpu backends, not the gpu backend".into(),
             ));
         }
@@ -164,7 +165,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// A published architecture, with deterministic random weights
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(vitmsn::bench::ARCHITECTURES))]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(vitmsn::internals::bench::ARCHITECTURES))]
     pub arch: Option<String>,
     /// Images per forward
     #[arg(long, default_value_t = 1, value_parser = parse_positive)]
@@ -352,7 +353,7 @@ fn parse_positive_u64(text: &str) -> Result<u64, String> {
 /// A library error's text without its kind prefix, for clap to quote.
 fn message(e: Error) -> String {
     match e {
-        Error::Usage(msg) | Error::Input(msg) => msg,
+        Error::InvalidOption(msg) | Error::Input(msg) => msg,
         other => other.to_string(),
     }
 }

@@ -4,14 +4,13 @@
 //! software GPU adapter (lavapipe) runs only when asked for: it takes minutes here.
 
 use crate::args::DemoArgs;
+use crate::failure::Result;
 use std::time::Instant;
 use vitmsn::fewshot::{FewShot, Method};
+use vitmsn::internals::{backend, bench};
 use vitmsn::pipeline::stack;
 use vitmsn::preprocess::{Preprocessor, PreprocessorConfig};
-use vitmsn::weights::Weights;
-use vitmsn::{
-    backend, bench, BackendKind, BackendOptions, Feature, Isa, Result, Tensor, ViTMSN, ViTMSNConfig,
-};
+use vitmsn::{BackendKind, BackendOptions, Feature, Isa, Tensor, ViTMSN, ViTMSNConfig, Weights};
 
 /// (split, class, file name, bytes) of each photo under `samples/`.
 const SAMPLES: [(&str, &str, &str, &[u8]); 12] = {
@@ -75,7 +74,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let pixels = SAMPLES
         .iter()
         .map(|(_, _, _, bytes)| preprocessor.from_bytes(bytes))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<vitmsn::Result<Vec<_>>>()?;
     let pixels = stack(&pixels)?;
     let support = SAMPLES.iter().filter(|s| s.0 == "support").count();
     let labels: Vec<usize> = SAMPLES
@@ -110,7 +109,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
                 println!("{:<14} skipped: {e}", kind.name());
                 continue;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let software = backend.device().filter(|d| d.software);
         if let (Some(device), true) = (&software, a.backends.is_empty()) {
@@ -121,7 +120,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             );
             continue;
         }
-        let mut model = ViTMSN::new(config.clone(), &weights, backend)?;
+        let model = ViTMSN::new(config.clone(), &weights, backend)?;
         let name = match (model.backend_isa(), software) {
             (Some(isa), _) => format!("{} ({})", kind.name(), isa.name()),
             (None, Some(_)) => format!("{} (software)", kind.name()),

@@ -3,18 +3,20 @@
 //! writes nothing unless the whole run succeeds.
 
 use crate::args::{ClassifyArgs, EmbedArgs, FewshotArgs, PreprocessArgs, ReadingArgs};
+use crate::failure::Result;
+use crate::outputs;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use vitmsn::fewshot::FewShot;
+use vitmsn::internals::io;
+use vitmsn::internals::weights::checkpoint_files;
 use vitmsn::pipeline::stack;
 use vitmsn::preprocess::{collect_images, Preprocessor, PreprocessorConfig};
-use vitmsn::weights::checkpoint_files;
 use vitmsn::{
-    io, BackendKind, BackendOptions, Embeddings, Error, Feature, Result, Tensor, ViTMSN,
-    ViTMSNConfig,
+    BackendKind, BackendOptions, Embeddings, Error, Feature, Tensor, ViTMSN, ViTMSNConfig,
 };
 
 /// The preprocessing of the checkpoint in `dir`, as `reading` adjusts it.
@@ -36,7 +38,8 @@ fn images_in(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
-        )));
+        ))
+        .into());
     }
     Ok(files)
 }
@@ -88,7 +91,7 @@ fn for_each_batch(
                 pending.0.push(file.clone());
                 pending.1.push(pixels);
             }
-            Err(e) if strict => return Err(e),
+            Err(e) if strict => return Err(e.into()),
             Err(e) => {
                 bar.suspend(|| eprintln!("skipped: {e}"));
                 bar.inc(1);
@@ -98,7 +101,7 @@ fn for_each_batch(
     flush(&mut pending)?;
     bar.finish_and_clear();
     if kept.is_empty() {
-        return Err(Error::Input("no image could be read".into()));
+        return Err(Error::Input("no image could be read".into()).into());
     }
     Ok(kept)
 }
@@ -110,14 +113,14 @@ fn file_list_json(files: &[PathBuf]) -> String {
 
 fn load_model(dir: &Path, backend: &crate::args::BackendArgs) -> Result<ViTMSN> {
     let (kind, options): (BackendKind, BackendOptions) = backend.resolve()?;
-    ViTMSN::from_dir(dir, kind, &options)
+    Ok(ViTMSN::from_dir(dir, kind, &options)?)
 }
 
 /// Refuses an `output` that is one of the image `files` or a file of the model folder.
 fn refuse_overwriting_inputs(output: &Path, model: &Path, files: &[PathBuf]) -> Result<()> {
     let mut protected = checkpoint_files(model);
     protected.extend_from_slice(files);
-    io::refuse_overwriting(output, &protected)
+    outputs::refuse_overwriting(output, &protected)
 }
 
 pub fn preprocess(a: &PreprocessArgs) -> Result<()> {
@@ -159,7 +162,7 @@ pub fn preprocess(a: &PreprocessArgs) -> Result<()> {
 
 /// Embeds `files` in batches: the files kept and their embeddings.
 fn embed_files(
-    model: &mut ViTMSN,
+    model: &ViTMSN,
     preprocessor: &Preprocessor,
     files: &[PathBuf],
     features: &[Feature],
@@ -177,12 +180,12 @@ fn embed_files(
 pub fn embed(a: &EmbedArgs) -> Result<()> {
     let files = images_in(&a.images.images)?;
     refuse_overwriting_inputs(&a.output, &a.model, &files)?;
-    let mut model = load_model(&a.model, &a.backend)?;
+    let model = load_model(&a.model, &a.backend)?;
     let preprocessor = preprocessor(&a.model, model.config(), &a.images.reading)?;
     let mut features = a.features.clone();
     features.dedup();
     let (kept, embeddings) = embed_files(
-        &mut model,
+        &model,
         &preprocessor,
         &files,
         &features,
@@ -210,7 +213,7 @@ pub fn embed(a: &EmbedArgs) -> Result<()> {
 }
 
 pub fn classify(a: &ClassifyArgs) -> Result<()> {
-    let mut model = load_model(&a.model, &a.backend)?;
+    let model = load_model(&a.model, &a.backend)?;
     let preprocessor = preprocessor(&a.model, model.config(), &a.images.reading)?;
     let files = images_in(&a.images.images)?;
     let start = Instant::now();
@@ -275,7 +278,8 @@ fn support_set(dir: &Path) -> Result<(Vec<String>, Vec<PathBuf>, Vec<usize>)> {
         return Err(Error::Input(format!(
             "{} has no class subfolders: the support set is one folder of images per class",
             dir.display()
-        )));
+        ))
+        .into());
     }
     let (mut classes, mut files, mut labels) = (Vec::new(), Vec::new(), Vec::new());
     for (label, class_dir) in class_dirs.iter().enumerate() {
@@ -288,7 +292,8 @@ fn support_set(dir: &Path) -> Result<(Vec<String>, Vec<PathBuf>, Vec<usize>)> {
             return Err(Error::Input(format!(
                 "support class \"{name}\" ({}) has no images",
                 class_dir.display()
-            )));
+            ))
+            .into());
         }
         labels.extend(std::iter::repeat_n(label, images.len()));
         files.extend(images);
@@ -314,12 +319,12 @@ fn query_truth(file: &Path, query_args: &[PathBuf], classes: &[String]) -> Optio
 }
 
 pub fn fewshot(a: &FewshotArgs) -> Result<()> {
-    let mut model = load_model(&a.model, &a.backend)?;
+    let model = load_model(&a.model, &a.backend)?;
     let preprocessor = preprocessor(&a.model, model.config(), &a.reading)?;
     let (classes, support_files, support_labels) = support_set(&a.support)?;
     let features = [a.features];
     let (kept_support, support) = embed_files(
-        &mut model,
+        &model,
         &preprocessor,
         &support_files,
         &features,
@@ -343,7 +348,7 @@ pub fn fewshot(a: &FewshotArgs) -> Result<()> {
     )?;
     let query_files = images_in(&a.query)?;
     let (kept, query) = embed_files(
-        &mut model,
+        &model,
         &preprocessor,
         &query_files,
         &features,

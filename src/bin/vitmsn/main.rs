@@ -3,13 +3,18 @@
 
 mod args;
 mod demo;
+mod failure;
 mod images;
+mod outputs;
 
 use args::{BenchArgs, Cli, Command, ForwardArgs};
 use clap::Parser;
+use failure::Result;
 use std::process::ExitCode;
-use vitmsn::weights::{checkpoint_files, Weights};
-use vitmsn::{bench, io, Error, Result, ViTMSN};
+use vitmsn::internals::weights::checkpoint_files;
+use vitmsn::internals::{bench, io};
+use vitmsn::ViTMSN;
+use vitmsn::Weights;
 
 fn main() -> ExitCode {
     quiet_vulkan_loader();
@@ -37,12 +42,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let text = match e {
-                Error::Usage(msg) => msg,
-                other => other.to_string(),
-            };
             // A path may hold a line break; the contract is one line.
-            eprintln!("error: {}", text.replace(char::is_control, " "));
+            eprintln!("error: {}", e.message().replace(char::is_control, " "));
             ExitCode::FAILURE
         }
     }
@@ -76,8 +77,8 @@ fn forward(a: &ForwardArgs) -> Result<()> {
     let (kind, options) = a.backend.resolve()?;
     let mut protected = checkpoint_files(&a.model);
     protected.push(a.input.clone());
-    io::refuse_overwriting(&a.output, &protected)?;
-    let mut model = ViTMSN::from_dir(&a.model, kind, &options)?;
+    outputs::refuse_overwriting(&a.output, &protected)?;
+    let model = ViTMSN::from_dir(&a.model, kind, &options)?;
     let spec = model.input_spec(a.interpolate_pos_encoding);
     let mut input = io::read_inputs(&a.input, &spec)?;
     input.output_hidden_states = a.output_hidden_states;
@@ -117,7 +118,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
         ),
         (None, Some(arch)) => {
             let config = bench::arch_config(arch)?;
-            let backend = vitmsn::backend::create(kind, &options)?;
+            let backend = vitmsn::internals::backend::create(kind, &options)?;
             (
                 ViTMSN::new(config, &Weights::random(0), backend)?,
                 arch.to_string(),
