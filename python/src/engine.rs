@@ -4,10 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Mutex, MutexGuard};
 use vitmsn::pipeline::{stack, ImageInput, Pipeline, Rgb8};
 use vitmsn::preprocess::{Preprocessor, PreprocessorConfig};
-use vitmsn::{BackendKind, BackendOptions, Embeddings, Feature, ForwardInput, Tensor, ViTMSN};
+use vitmsn::{BackendKind, Embeddings, Feature, ForwardInput, Precision, Tensor, ViTMSN};
 
 /// A row-major f32 array with its shape.
 pub struct Array {
@@ -113,13 +112,12 @@ impl EngineError {
 
 impl From<vitmsn::Error> for EngineError {
     fn from(e: vitmsn::Error) -> Self {
-        use vitmsn::Error as E;
-        let kind = match &e {
-            E::Io { .. } => ErrorKind::Os,
-            E::Backend(_) => ErrorKind::Runtime,
-            E::Config(_) | E::Weights(_) | E::Input(_) | E::Usage(_) | E::Image(_) => {
-                ErrorKind::Value
-            }
+        use vitmsn::ErrorKind as Class;
+        let kind = match e.kind() {
+            Class::Checkpoint | Class::Input | Class::InvalidOption => ErrorKind::Value,
+            Class::Io => ErrorKind::Os,
+            // The backend, or a class of error newer than this binding.
+            _ => ErrorKind::Runtime,
         };
         Self {
             kind,
@@ -132,7 +130,7 @@ pub type Result<T> = std::result::Result<T, EngineError>;
 
 /// A loaded checkpoint with its preprocessing.
 pub struct Engine {
-    model: Mutex<ViTMSN>,
+    model: ViTMSN,
     /// The checkpoint's preprocessing, or why it has none (a model of other than three
     /// channels still runs `forward` on pixel values).
     preprocessor: std::result::Result<Preprocessor, EngineError>,
@@ -154,29 +152,25 @@ impl Engine {
         precision: &str,
     ) -> Result<Self> {
         let kind = BackendKind::from_str(backend)?;
-        let precision = vitmsn::backend::Precision::from_str(precision)?;
+        let precision = Precision::from_str(precision)?;
         if threads.is_some() && kind != BackendKind::Cpu {
             return Err(EngineError::value(format!(
                 "threads applies to the cpu backend, not {backend}"
             )));
         }
-        if let Some(threads) = threads {
-            if threads == 0 {
-                return Err(EngineError::value("threads must be at least 1".into()));
-            }
-            vitmsn::backend::check_threads(threads)?;
+        if threads == Some(0) {
+            return Err(EngineError::value("threads must be at least 1".into()));
         }
-        if precision != vitmsn::backend::Precision::F32 && kind != BackendKind::Gpu {
+        if precision != Precision::F32 && kind != BackendKind::Gpu {
             return Err(EngineError::value(format!(
                 "precision f16 needs the gpu backend, not {backend}"
             )));
         }
-        let options = BackendOptions {
-            threads,
-            precision,
-            ..Default::default()
-        };
-        let model = ViTMSN::from_dir(dir, kind, &options)?;
+        let mut builder = ViTMSN::builder().backend(kind).precision(precision);
+        if let Some(threads) = threads {
+            builder = builder.threads(threads);
+        }
+        let model = builder.load(dir)?;
         let config = model.config();
         let preprocessing = PreprocessorConfig::from_dir(dir, config.image_size.hw())?;
         let preprocessor =
@@ -187,7 +181,7 @@ impl Engine {
             image_size: config.image_size.hw(),
             backend: model.backend_name(),
             threads: model.backend_threads(),
-            model: Mutex::new(model),
+            model,
             preprocessor,
         })
     }
@@ -214,14 +208,6 @@ impl Engine {
         self.threads
     }
 
-    fn model(&self) -> Result<MutexGuard<'_, ViTMSN>> {
-        self.model.lock().map_err(|_| EngineError {
-            kind: ErrorKind::Runtime,
-            message: "an earlier call on this model failed inside the engine; load the model again"
-                .into(),
-        })
-    }
-
     pub fn forward(&self, request: ForwardRequest) -> Result<ForwardResult> {
         let input = ForwardInput {
             pixel_values: request.pixel_values.into(),
@@ -235,7 +221,7 @@ impl Engine {
             output_hidden_states: request.output_hidden_states,
             interpolate_pos_encoding: request.interpolate_pos_encoding,
         };
-        let out = self.model()?.forward(&input)?;
+        let out = self.model.forward(&input)?;
         Ok(ForwardResult {
             last_hidden_state: out.last_hidden_state.map(Array::from),
             logits: out.logits.map(Array::from),
@@ -272,10 +258,10 @@ impl Engine {
             Batch::Images(images) => {
                 for batch in images.chunks(Pipeline::DEFAULT_BATCH_SIZE) {
                     let pixels = self.pixels(batch)?;
-                    embeddings.append(self.model()?.embed(pixels, &features)?);
+                    embeddings.append(self.model.embed(pixels, &features)?);
                 }
             }
-            Batch::Pixels(pixels) => embeddings = self.model()?.embed(pixels.into(), &features)?,
+            Batch::Pixels(pixels) => embeddings = self.model.embed(pixels.into(), &features)?,
         }
         Ok(embeddings
             .features
@@ -291,10 +277,10 @@ impl Engine {
             Batch::Images(images) => {
                 for batch in images.chunks(Pipeline::DEFAULT_BATCH_SIZE) {
                     let pixels = self.pixels(batch)?;
-                    predictions.extend(self.model()?.classify(pixels, top_k)?);
+                    predictions.extend(self.model.classify(pixels, top_k)?);
                 }
             }
-            Batch::Pixels(pixels) => predictions = self.model()?.classify(pixels.into(), top_k)?,
+            Batch::Pixels(pixels) => predictions = self.model.classify(pixels.into(), top_k)?,
         }
         Ok(predictions
             .into_iter()
