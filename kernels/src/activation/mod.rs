@@ -10,6 +10,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::f32::consts::SQRT_2;
 
+use crate::dispatch::{record, Kernel};
 #[cfg(target_arch = "x86_64")]
 use crate::expf::{self, exp};
 #[cfg(target_arch = "x86_64")]
@@ -39,7 +40,10 @@ pub fn activation_inplace(isa: Isa, act: Activation, x: &mut [f32]) {
             // SAFETY: the CPU supports AVX-512F, AVX2 and FMA, checked just above.
             unsafe { apply_slice_avx512(act, x) }
         }
-        _ => crate::scalar::activation(act, x),
+        _ => {
+            record(Kernel::Activation, Isa::Scalar);
+            crate::scalar::activation(act, x)
+        }
     }
 }
 
@@ -48,6 +52,7 @@ pub fn activation_inplace(isa: Isa, act: Activation, x: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn apply_slice_avx2(act: Activation, x: &mut [f32]) {
+    record(Kernel::Activation, Isa::Avx2Fma);
     apply_slice::<Avx2>(act, x)
 }
 
@@ -56,6 +61,7 @@ unsafe fn apply_slice_avx2(act: Activation, x: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn apply_slice_avx512(act: Activation, x: &mut [f32]) {
+    record(Kernel::Activation, Isa::Avx512);
     apply_slice::<Avx512>(act, x)
 }
 

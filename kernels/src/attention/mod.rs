@@ -29,15 +29,15 @@ use tiles::tile_kernels;
 // 32 registers hold accumulators.
 #[cfg(target_arch = "x86_64")]
 tile_kernels!(
-    Avx512Tiles, Avx512, "avx512f,avx2,fma", rows: 12, vectors: 2,
+    Avx512Tiles, Avx512, Isa::Avx512, "avx512f,avx2,fma", rows: 12, vectors: 2,
     transpose_keys: avx512::transpose_keys
 );
 // AVX2: 6 rows × 16, two 8-lane vectors a row; 12 of the 16 registers accumulate.
 #[cfg(target_arch = "x86_64")]
-tile_kernels!(Avx2Tiles, Avx2, "avx2,fma", rows: 6, vectors: 2);
+tile_kernels!(Avx2Tiles, Avx2, Isa::Avx2Fma, "avx2,fma", rows: 6, vectors: 2);
 // NEON: the AVX2 tile in 4-lane vectors; 24 of the 32 registers accumulate.
 #[cfg(target_arch = "aarch64")]
-tile_kernels!(NeonTiles, Neon, "neon", rows: 6, vectors: 4);
+tile_kernels!(NeonTiles, Neon, Isa::Neon, "neon", rows: 6, vectors: 4);
 
 /// Upper bound on [`Kernels::TILE_ROWS`].
 const MAX_TILE_ROWS: usize = 16;
@@ -534,7 +534,10 @@ pub fn attention(
         Isa::Neon => unsafe {
             blocked_attention::<NeonTiles>(shape, qkv, head_scale, context, probs, pool, scratch)
         },
-        _ => scalar::attention(shape, qkv, head_scale, context, probs),
+        _ => {
+            crate::dispatch::record(crate::dispatch::Kernel::Attention, Isa::Scalar);
+            scalar::attention(shape, qkv, head_scale, context, probs)
+        }
     }
 }
 
@@ -680,7 +683,7 @@ mod tests {
             Some(&mut expected_probs),
         );
         let pool = ThreadPool::new(threads);
-        for isa in Isa::supported() {
+        for isa in crate::tested_isas() {
             let (mut actual, mut actual_probs) =
                 (vec![f32::NAN; context_len], vec![f32::NAN; probs_len]);
             let mut scratch = AttentionScratch::default();
@@ -783,7 +786,7 @@ mod tests {
             );
             context
         };
-        for isa in Isa::supported() {
+        for isa in crate::tested_isas() {
             let one = run(isa, 1);
             for threads in [2, 3, 5] {
                 assert!(

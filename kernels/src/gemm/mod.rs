@@ -181,7 +181,7 @@ mod tests {
 
     /// Every instruction set this CPU runs, down to the portable fallback.
     fn isas() -> Vec<Isa> {
-        Isa::supported()
+        crate::tested_isas()
     }
 
     /// Deterministic pseudo-random values in `[-1, 1)`.
