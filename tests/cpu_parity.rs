@@ -5,6 +5,13 @@
 mod common;
 
 use vitmsn::{BackendKind, BackendOptions, Isa};
+use vitmsn_kernels::dispatch::{self, Kernel};
+
+/// How far the CPU backend may be from transformers and from the scalar reference,
+/// relative to the reference's largest value (at least 1 for the fixtures): measured
+/// 6.1e-7 on the fixtures and 1.1e-6 on the full-size model (AVX2 and portable kernels,
+/// Zen 3), and about 4e-6 where the issue that set this measured it; 5× that.
+const TOLERANCE: f32 = 2e-5;
 
 fn options(isa: Isa, threads: usize) -> BackendOptions {
     BackendOptions {
@@ -15,10 +22,10 @@ fn options(isa: Isa, threads: usize) -> BackendOptions {
 }
 
 #[test]
-fn every_fixture_matches_transformers_within_1e_4_on_one_and_two_threads() {
+fn every_fixture_matches_transformers_on_one_and_two_threads() {
     for isa in Isa::supported() {
         for n in [1, 2] {
-            common::check_all_cases(BackendKind::Cpu, &options(isa, n), 1e-4);
+            common::check_all_cases(BackendKind::Cpu, &options(isa, n), TOLERANCE);
         }
     }
 }
@@ -44,64 +51,23 @@ fn results_do_not_depend_on_the_thread_count() {
 }
 
 /// A generated model at real sequence length (197 tokens, 64-wide heads), with every
-/// output option, against the scalar reference.
+/// output option, against the scalar reference; and each instruction set ran its own
+/// kernels to get there.
 #[test]
 fn matches_the_scalar_backend_on_a_full_size_sequence() {
-    use vitmsn::internals::backend;
-    use vitmsn::internals::weights::Weights;
-    use vitmsn::{ForwardInput, Tensor, ViTMSN, ViTMSNConfig};
-    let config = ViTMSNConfig {
-        hidden_size: 192,
-        num_hidden_layers: 2,
-        num_attention_heads: 3,
-        intermediate_size: 500,
-        ..Default::default()
-    };
-    let weights = Weights::random(7);
-    let pixels: Vec<f32> = (0..2 * 3 * 224 * 224usize)
-        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
-        .collect();
-    let input = ForwardInput {
-        pixel_values: Tensor::new(vec![2, 3, 224, 224], pixels),
-        bool_masked_pos: Some((0..2 * 196).map(|i| i % 5 == 0).collect()),
-        head_mask: Some(Tensor::new(vec![3], vec![1.0, 0.0, 0.5])),
-        output_attentions: true,
-        output_hidden_states: true,
-        ..Default::default()
-    };
+    let (config, weights, input) = common::full_size_sequence(192, 2, 500, 2);
     let run = |kind, options: &BackendOptions| {
-        let model = ViTMSN::new(
-            config.clone(),
-            &weights,
-            backend::create(kind, options).unwrap(),
-        )
-        .unwrap();
-        common::named_outputs(&model.forward(&input).unwrap())
+        common::run_generated(&config, &weights, &input, kind, options)
     };
     let reference = run(BackendKind::Scalar, &BackendOptions::default());
-    let names = |outputs: &[(String, Tensor)]| -> Vec<String> {
-        outputs.iter().map(|(name, _)| name.clone()).collect()
-    };
     let mut one_thread = Vec::new();
     for (isa, n) in Isa::supported()
         .into_iter()
         .flat_map(|isa| [(isa, 1), (isa, 2)])
     {
         let ours = run(BackendKind::Cpu, &options(isa, n));
-        assert_eq!(names(&ours), names(&reference), "{} outputs", isa.name());
-        for ((name, ours), (_, expected)) in ours.iter().zip(&reference) {
-            let scale = expected.data.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let diff = ours
-                .data
-                .iter()
-                .zip(&expected.data)
-                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(
-                scale > 0.0 && diff <= 1e-4 * scale,
-                "{name} with {} on {n} threads: {diff:e} of {scale:e}",
-                isa.name()
-            );
-        }
+        let what = format!("{} on {n} threads", isa.name());
+        common::check_outputs(&ours, &reference, TOLERANCE, &what);
         if n == 1 {
             one_thread.push((isa, ours));
         }
@@ -115,6 +81,19 @@ fn matches_the_scalar_backend_on_a_full_size_sequence() {
                 "{} and {} gave the same bits in every output",
                 isa.name(),
                 other.name()
+            );
+        }
+    }
+    // And the kernels say so themselves: each set's entry points ran (dispatch::ran only
+    // grows, and only the set's own code adds it).
+    for kernel in [Kernel::Gemm, Kernel::Attention, Kernel::LayerNorm] {
+        for isa in Isa::supported() {
+            let want = dispatch::expected(kernel, isa);
+            assert!(
+                dispatch::ran(kernel).contains(&want),
+                "the backend on {} never ran {kernel:?} on {want:?}: {:?}",
+                isa.name(),
+                dispatch::ran(kernel)
             );
         }
     }

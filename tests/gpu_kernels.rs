@@ -1,5 +1,6 @@
 //! Each GPU kernel against its `vitmsn_kernels::scalar` reference on random small shapes,
-//! tails included (sizes that are not multiples of any tile or vector width).
+//! tails included (sizes that are not multiples of any tile or vector width), drawn from a
+//! fixed seed so that every run checks the same cases, and on the shapes of a real model.
 //! Few cases each: on a CPU adapter (lavapipe) every case is slow.
 
 #![cfg(feature = "gpu")]
@@ -7,7 +8,7 @@
 mod common;
 
 use proptest::prelude::*;
-use proptest::test_runner::{TestCaseResult, TestRunner};
+use proptest::test_runner::{RngSeed, TestCaseResult, TestRunner};
 use std::cell::RefCell;
 use std::sync::Arc;
 use vitmsn::internals::backend::Backend;
@@ -99,7 +100,11 @@ fn check_cases<S: Strategy>(
         return;
     };
     let gpu = RefCell::new(gpu);
-    let mut runner = TestRunner::new(ProptestConfig::with_cases(cases));
+    let config = ProptestConfig {
+        rng_seed: RngSeed::Fixed(0x6770),
+        ..ProptestConfig::with_cases(cases)
+    };
+    let mut runner = TestRunner::new(config);
     if let Err(e) = runner.run(&strategy, |value| check(&mut gpu.borrow_mut(), value)) {
         panic!("{e}");
     }
@@ -109,6 +114,14 @@ fn check_cases<S: Strategy>(
 fn random_values(seed: u64, len: usize, scale: f32) -> Vec<f32> {
     vitmsn_kernels::rng::Rng::values(seed, len, scale)
 }
+
+/// The f32 shaders' bound, relative to max(1, max|reference|): about 5× the worst error
+/// measured on lavapipe over every case here, 5.7e-7 (attention at 197 tokens; linear
+/// 1.6e-7, layer norm 3.8e-7, probabilities 1.2e-7).
+const F32_TOLERANCE: f32 = 3e-6;
+/// The f16 shaders' bound (f16 storage, f32 arithmetic): about 5× the worst measured on
+/// lavapipe, 8.4e-4 (linear; attention at 197 tokens 5.4e-4).
+const F16_TOLERANCE: f32 = 4e-3;
 
 /// Fails the case when `ours` is further than `tolerance` from `reference`, relative to
 /// max(1, max|reference|).
@@ -179,30 +192,61 @@ fn linear_cases(max_size: usize) -> impl Strategy<Value = LinearCase> {
 #[test]
 fn linear_matches_reference_with_every_epilogue() {
     check_cases(Precision::F32, 24, linear_cases(70), |gpu, case| {
-        check_linear(gpu, 1e-5, case)
+        check_linear(gpu, F32_TOLERANCE, case)
     });
 }
 
 #[test]
 fn linear_in_f16_stays_within_f16_rounding() {
     check_cases(Precision::F16, 8, linear_cases(40), |gpu, case| {
-        check_linear(gpu, 1e-2, case)
+        check_linear(gpu, F16_TOLERANCE, case)
     });
 }
 
 /// Large enough for the 128×128 GEMM blocks (at least 128 of them), with tails in every
-/// dimension.
+/// dimension: k = 13 is below one 16-deep step and read by scalars; k = 68 takes four
+/// whole steps and a partial one, read as vec4s (k divisible by 4), the variant that a
+/// batch of 8 vit-msn-small images runs in its MLP.
 #[test]
 fn linear_with_large_blocks_matches_reference() {
     let Some(mut gpu) = Gpu::new(Precision::F32) else {
         return;
     };
-    check_linear(
-        &mut gpu,
-        1e-5,
-        (1540, 1290, 13, Activation::Gelu, true, true, 7),
-    )
-    .unwrap();
+    for (k, seed) in [(13, 7), (68, 8)] {
+        let case = (1540, 1290, k, Activation::Gelu, true, true, seed);
+        check_linear(&mut gpu, F32_TOLERANCE, case).unwrap();
+    }
+}
+
+#[test]
+fn linear_with_large_blocks_in_f16_stays_within_f16_rounding() {
+    let Some(mut gpu) = Gpu::new(Precision::F16) else {
+        return;
+    };
+    let case = (1540, 1290, 68, Activation::GeluTanh, true, true, 9);
+    check_linear(&mut gpu, F16_TOLERANCE, case).unwrap();
+}
+
+/// The 64×64 blocks at their edges: one below, at and one above the block in m and n, and
+/// k around the 32-deep step, odd (scalar reads) and divisible by 4 (vec4 reads).
+#[test]
+fn linear_at_the_small_blocks_edges_matches_reference() {
+    let Some(mut gpu) = Gpu::new(Precision::F32) else {
+        return;
+    };
+    let cases = [
+        (63, 65, 31),
+        (64, 64, 32),
+        (65, 63, 33),
+        (129, 67, 36),
+        (1, 1, 1),
+        (67, 129, 68),
+    ];
+    for (i, (m, n, k)) in cases.into_iter().enumerate() {
+        let activation = Activation::ALL[i * 5 % Activation::ALL.len()];
+        let case = (m, n, k, activation, i % 2 == 0, i % 3 == 0, 20 + i as u64);
+        check_linear(&mut gpu, F32_TOLERANCE, case).unwrap();
+    }
 }
 
 #[test]
@@ -259,7 +303,7 @@ fn patch_embedding_matches_im2col_and_gemm() {
                     ..Epilogue::NONE
                 },
             );
-            assert_close("patch embedding", &ours[0], &reference, 1e-5)
+            assert_close("patch embedding", &ours[0], &reference, F32_TOLERANCE)
         },
     );
 }
@@ -317,13 +361,55 @@ fn attention_matches_reference_with_head_scales_and_probs() {
                 &mut context,
                 Some(&mut reference_probs),
             );
-            assert_close("context", &ours[0], &context, 1e-5)?;
+            assert_close("context", &ours[0], &context, F32_TOLERANCE)?;
             if probs {
-                assert_close("probabilities", &ours[1], &reference_probs, 1e-5)?;
+                assert_close("probabilities", &ours[1], &reference_probs, F32_TOLERANCE)?;
             }
             Ok(())
         },
     );
+}
+
+/// One head of vit-msn-small and of -base: 197 tokens of 64, more queries than one
+/// workgroup's tile, with and without probabilities, in f32 and f16.
+#[test]
+fn attention_at_the_models_shape_matches_reference() {
+    let shape = AttentionShape {
+        batch: 1,
+        tokens: 197,
+        heads: 2,
+        head_dim: 64,
+    };
+    let head_scale = [1.0, 0.5];
+    let qkv = random_values(31, 197 * 3 * 128, 2.0);
+    let mut context = vec![0.0; 197 * 128];
+    let mut probs = vec![0.0; 2 * 197 * 197];
+    scalar::attention(shape, &qkv, &head_scale, &mut context, Some(&mut probs));
+    for (precision, tolerance) in [
+        (Precision::F32, F32_TOLERANCE),
+        (Precision::F16, F16_TOLERANCE),
+    ] {
+        let Some(mut gpu) = Gpu::new(precision) else {
+            continue;
+        };
+        for with_probs in [false, true] {
+            let mut sizes = vec![context.len()];
+            if with_probs {
+                sizes.push(probs.len());
+            }
+            let op = Op::Attention {
+                shape,
+                layer: 0,
+                probs: with_probs,
+            };
+            let ours = gpu.run(op, &[], &[&qkv, &head_scale], &sizes);
+            let what = format!("{precision:?} attention");
+            assert_close(&what, &ours[0], &context, tolerance).unwrap();
+            if with_probs {
+                assert_close(&what, &ours[1], &probs, tolerance).unwrap();
+            }
+        }
+    }
 }
 
 #[test]
@@ -356,7 +442,7 @@ fn layer_norm_matches_reference() {
             );
             let mut reference = vec![0.0; rows * dim];
             scalar::layer_norm(dim, &x, &gamma, &beta, eps, &mut reference);
-            assert_close("layer norm", &ours[0], &reference, 1e-5)
+            assert_close("layer norm", &ours[0], &reference, F32_TOLERANCE)
         },
     );
 }
@@ -453,6 +539,7 @@ fn layer_norm_with_a_folded_grid_matches_reference() {
     let ours = gpu.run(op, &[&gamma, &beta], &[&x], &[rows * dim]);
     let mut reference = vec![0.0; rows * dim];
     scalar::layer_norm(dim, &x, &gamma, &beta, eps, &mut reference);
-    // Near-constant rows of three amplify the rounding of a differently ordered mean.
-    assert_close("layer norm", &ours[0], &reference, 1e-4).unwrap();
+    // Near-constant rows of three amplify the rounding of a differently ordered mean:
+    // 7.1e-6 measured on lavapipe, bound about 5× that.
+    assert_close("layer norm", &ours[0], &reference, 3.5e-5).unwrap();
 }

@@ -5,23 +5,31 @@ Writes one directory per case under tests/fixtures/<case>/:
 
   model/                 exactly what `save_pretrained(dir, safe_serialization=True)` writes
   inputs.safetensors     pixel_values [B,C,H,W] (f32, or f16/bf16 in the pixels_* cases),
-                         optional bool_masked_pos [B, num_patches] (BOOL),
+                         optional bool_masked_pos [B, num_patches] (BOOL, or U8),
                          optional head_mask f32 [heads] or [layers, heads],
-                         optional labels (int64 [B] | f32 [B] | f32 [B, num_labels])
+                         optional labels (int64 or int32 [B], -100 ignored | f32 [B] |
+                         f32 [B, num_labels])
   expected.safetensors   f32: last_hidden_state (ViTMSNModel) or logits (classifier),
                          loss (shape [], a scalar; only when labels are given),
                          hidden_states.{i} (i = 0..L), attentions.{i} (i = 0..L-1)
   case.json              {"output_hidden_states", "output_attentions",
                           "interpolate_pos_encoding", "description"}
 
+and, beside the cases, activations/act2fn.safetensors: "x" [N] and, for every name in
+transformers' ACT2FN (and "selu", which ACT2FN lacks: torch.nn.SELU, as act_selu uses),
+that activation of x, all f32 as transformers computes them.
+
 The references are computed by loading the *saved* checkpoint back with
 attn_implementation="eager" and running it in float32 on CPU (for f16/bf16
 checkpoints / inputs: f32 compute over the rounded values).
 
-Usage (from the repository root):
-  /root/venv/bin/python tools/make_fixtures.py            # (re)generate all cases
-  /root/venv/bin/python tools/make_fixtures.py --check    # verify files + recompute
-  /root/venv/bin/python tools/make_fixtures.py --only base_all_outputs act_selu
+Usage (from the repository root, in a virtual environment with torch, safetensors, numpy
+and transformers==4.57.6, CPU only):
+  python tools/make_fixtures.py            # (re)generate all cases
+  python tools/make_fixtures.py --check    # verify files + recompute
+  python tools/make_fixtures.py --only base_all_outputs act_selu
+Regenerating a case draws its random weights again, so a torch other than the one that
+wrote a case may change its files: regenerate only the cases you change (--only).
 """
 
 import argparse
@@ -85,7 +93,10 @@ def case(name, description, **kw):
         weight_dtype="float32",
         head_mask=None,  # None | list (1d) | list of lists (2d)
         masked_pos=False,
+        mask_dtype="bool",  # how bool_masked_pos is stored: "bool" | "uint8" (0/1)
         labels=None,  # None | "ce" | "regression" | "multilabel"
+        label_dtype="int64",  # how "ce" labels are stored: "int64" | "int32"
+        ignored_labels=(),  # positions whose "ce" label is -100 (ignore_index)
         output_hidden_states=False,
         output_attentions=False,
         interpolate_pos_encoding=False,
@@ -238,7 +249,67 @@ CASES = [
     ),
 ]
 
-for _act in ["gelu", "gelu_new", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu", "swish", "selu"]:
+CASES += [
+    case(
+        "classifier_ce_ignore_index",
+        "ViTMSNForImageClassification (base config but 1 layer) num_labels 5, batch 4, int64 labels with "
+        "-100 (CrossEntropyLoss's ignore_index) at images 1 and 3: the loss is the mean over the other two.",
+        cls="classifier",
+        cfg=dict(num_labels=5, num_hidden_layers=1),
+        batch=4,
+        labels="ce",
+        ignored_labels=(1, 3),
+    ),
+    case(
+        "classifier_ce_int32",
+        "ViTMSNForImageClassification (base config but 1 layer) num_labels 4, batch 3, labels stored as int32 "
+        "(image 2's -100, ignored); the reference runs them as int64, which CrossEntropyLoss requires.",
+        cls="classifier",
+        cfg=dict(num_labels=4, num_hidden_layers=1),
+        batch=3,
+        labels="ce",
+        label_dtype="int32",
+        ignored_labels=(2,),
+    ),
+    case(
+        "mask_token_u8",
+        "As mask_token (1 layer), bool_masked_pos stored as uint8 0/1; the reference runs it as bool.",
+        cfg=dict(num_hidden_layers=1),
+        use_mask_token=True,
+        masked_pos=True,
+        mask_dtype="uint8",
+    ),
+    case(
+        "mask_token_interpolate",
+        "ViTMSNModel(use_mask_token=True), 1 layer, input 40x48 with interpolate_pos_encoding (5x6 grid from "
+        "the 4x4 position grid) and a random bool_masked_pos [B, 30]: the mask token replaces patches before the "
+        "interpolated position embeddings are added. Hidden states on.",
+        cfg=dict(num_hidden_layers=1),
+        use_mask_token=True,
+        masked_pos=True,
+        input_hw=(40, 48),
+        interpolate_pos_encoding=True,
+        output_hidden_states=True,
+    ),
+]
+
+for _act in [
+    "gelu",
+    "gelu_new",
+    "gelu_pytorch_tanh",
+    "gelu_fast",
+    "quick_gelu",
+    "relu",
+    "relu6",
+    "relu2",
+    "leaky_relu",
+    "silu",
+    "swish",
+    "mish",
+    "tanh",
+    "sigmoid",
+    "selu",
+]:
     if _act == "selu":
         CASES.append(
             case(
@@ -382,7 +453,7 @@ def make_inputs(c, config):
         m[0, 0] = True
         m[0, 1] = False
         m[-1, -1] = True
-        inputs["bool_masked_pos"] = m.contiguous()
+        inputs["bool_masked_pos"] = m.to(getattr(torch, c["mask_dtype"])).contiguous()
     if c["head_mask"] is not None:
         hm = torch.tensor(c["head_mask"], dtype=torch.float32)
         assert hm.shape[-1] == config.num_attention_heads
@@ -390,7 +461,9 @@ def make_inputs(c, config):
             assert hm.shape[0] == config.num_hidden_layers
         inputs["head_mask"] = hm.contiguous()
     if c["labels"] == "ce":
-        inputs["labels"] = torch.randint(0, config.num_labels, (B,), dtype=torch.int64)
+        labels = torch.randint(0, config.num_labels, (B,), dtype=torch.int64)
+        labels[list(c["ignored_labels"])] = -100
+        inputs["labels"] = labels.to(getattr(torch, c["label_dtype"]))
     elif c["labels"] == "regression":
         assert config.num_labels == 1
         inputs["labels"] = torch.randn(B, dtype=torch.float32)
@@ -411,9 +484,10 @@ def run_reference(c, model, inputs):
     if "head_mask" in inputs:
         kw["head_mask"] = inputs["head_mask"]
     if "bool_masked_pos" in inputs:
-        kw["bool_masked_pos"] = inputs["bool_masked_pos"]
+        kw["bool_masked_pos"] = inputs["bool_masked_pos"].to(torch.bool)
     if "labels" in inputs:
-        kw["labels"] = inputs["labels"]
+        labels = inputs["labels"]
+        kw["labels"] = labels.to(torch.int64) if labels.dtype == torch.int32 else labels
     out = model(**kw)
     exp = {}
     if c["cls"] == "model":
@@ -489,6 +563,46 @@ def generate_case(c, out_root):
     return expected
 
 
+ACT2FN_DIR = "activations"
+
+
+def act2fn_inputs():
+    """Steps of 1/16 over [-20, 20], where every activation curves, and +-10^(e/2) from 1e-30
+    to 1e30, where they saturate or grow like x^2."""
+    sweep = torch.arange(-320, 321, dtype=torch.float32) / 16
+    magnitudes = torch.tensor([10.0 ** (e / 2) for e in range(-60, 61)], dtype=torch.float32)
+    return torch.cat([sweep, magnitudes, -magnitudes])
+
+
+@torch.no_grad()
+def act2fn_values():
+    from transformers.activations import ACT2FN
+
+    x = act2fn_inputs()
+    values = {"x": x}
+    for name in sorted(ACT2FN):
+        values[name] = ACT2FN[name](x.clone()).to(torch.float32).contiguous()
+    values["selu"] = nn.SELU()(x.clone())
+    return values
+
+
+def generate_act2fn(out_root):
+    d = os.path.join(out_root, ACT2FN_DIR)
+    os.makedirs(d, exist_ok=True)
+    values = act2fn_values()
+    save_file(values, os.path.join(d, "act2fn.safetensors"))
+    print(f"wrote {ACT2FN_DIR}: x[{len(values['x'])}] through {len(values) - 1} activations")
+
+
+def check_act2fn(out_root):
+    stored = load_file(os.path.join(out_root, ACT2FN_DIR, "act2fn.safetensors"))
+    values = act2fn_values()
+    assert set(stored) == set(values), sorted(set(stored) ^ set(values))
+    for k, v in values.items():
+        assert torch.equal(stored[k], v), k
+    print(f"OK {ACT2FN_DIR}: {len(values) - 1} activations")
+
+
 # ----------------------------------------------------------------------------------------------
 # --check: structural verification of the written files + recomputation of the references.
 # ----------------------------------------------------------------------------------------------
@@ -551,7 +665,7 @@ def check_case(c, out_root, verbose=True):
     allowed_inputs = {"pixel_values"}
     if "bool_masked_pos" in inputs:
         bm = inputs["bool_masked_pos"]
-        assert bm.dtype == torch.bool and tuple(bm.shape) == (B, n_patches)
+        assert bm.dtype == getattr(torch, c["mask_dtype"]) and tuple(bm.shape) == (B, n_patches)
         allowed_inputs.add("bool_masked_pos")
     if "head_mask" in inputs:
         hm = inputs["head_mask"]
@@ -561,7 +675,8 @@ def check_case(c, out_root, verbose=True):
         lb = inputs["labels"]
         nl = len(cfg["id2label"])
         if c["labels"] == "ce":
-            assert lb.dtype == torch.int64 and tuple(lb.shape) == (B,)
+            assert lb.dtype == getattr(torch, c["label_dtype"]) and tuple(lb.shape) == (B,)
+            assert [i for i, v in enumerate(lb.tolist()) if v == -100] == list(c["ignored_labels"])
         elif c["labels"] == "regression":
             assert lb.dtype == torch.float32 and tuple(lb.shape) == (B,) and nl == 1
         else:
@@ -618,7 +733,7 @@ def main():
     assert len(set(names)) == len(names)
     selected = CASES
     if args.only:
-        unknown = set(args.only) - set(names)
+        unknown = set(args.only) - set(names) - {ACT2FN_DIR}
         if unknown:
             ap.error(f"unknown cases: {sorted(unknown)}")
         selected = [c for c in CASES if c["name"] in args.only]
@@ -626,9 +741,12 @@ def main():
     if args.check:
         for c in selected:
             check_case(c, args.out)
+        if not args.only or ACT2FN_DIR in args.only:
+            check_act2fn(args.out)
         if not args.only:
+            known = set(names) | {ACT2FN_DIR, "images"}
             stray = sorted(
-                e for e in os.listdir(args.out) if os.path.isdir(os.path.join(args.out, e)) and e not in names
+                e for e in os.listdir(args.out) if os.path.isdir(os.path.join(args.out, e)) and e not in known
             )
             if stray:
                 print(f"WARNING: directories not generated by this script: {stray}")
@@ -642,6 +760,8 @@ def main():
     for c in selected:
         exp = generate_case(c, args.out)
         print(f"wrote {c['name']}: " + ", ".join(f"{k}{list(v.shape)}" for k, v in exp.items()))
+    if not args.only or ACT2FN_DIR in args.only:
+        generate_act2fn(args.out)
 
 
 if __name__ == "__main__":

@@ -194,7 +194,7 @@ mod tests {
 
     /// Checks `exp_shifted` on `V` where `isa` runs here.
     fn check_shifted_on<V: F32s>(isa: Isa) {
-        if isa.is_supported() {
+        if crate::runs_here(isa) {
             // SAFETY: the CPU supports `V`'s instruction set, checked just above.
             check_shifted(|lanes, shift| unsafe {
                 on_8_lanes::<V>(lanes, |x| exp_shifted(x, V::splat(shift)))
@@ -215,7 +215,7 @@ mod tests {
 
     #[cfg(target_arch = "x86_64")]
     fn check_on<V: Transcendental>(isa: Isa) {
-        if isa.is_supported() {
+        if crate::runs_here(isa) {
             // SAFETY: the CPU supports `V`'s instruction set, checked just above.
             check(|lanes| unsafe { on_8_lanes::<V>(lanes, |x| exp(x)) });
         }

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 pub mod activation;
 pub mod aligned;
 pub mod attention;
+pub mod dispatch;
 mod expf;
 pub mod gemm;
 pub mod norm;
@@ -266,6 +267,55 @@ pub(crate) fn proptest_cases(default: u32) -> u32 {
         .unwrap_or(default)
 }
 
+/// Whether the tests run `isa` here: [`Isa::is_supported`], checked against what
+/// /proc/cpuinfo says where it can be read independently (Linux on x86-64; qemu-user shows
+/// the host's flags elsewhere). A test that skips a set this CPU lacks asks this, so a
+/// broken feature check fails the test instead of quietly shrinking its coverage.
+#[cfg(test)]
+pub(crate) fn runs_here(isa: Isa) -> bool {
+    let supported = isa.is_supported();
+    // Sets above VITMSN_MAX_ISA are left out: tools run under that cap, such as valgrind,
+    // report a CPUID without them.
+    if let (true, Some(in_flags)) = (isa.below_max(), cpu_flags_have(isa)) {
+        assert_eq!(
+            isa.in_this_cpu(),
+            in_flags,
+            "{}: the feature check and /proc/cpuinfo disagree",
+            isa.name()
+        );
+    }
+    supported
+}
+
+/// The instruction sets the tests run here, best first (see [`runs_here`]).
+#[cfg(test)]
+pub(crate) fn tested_isas() -> Vec<Isa> {
+    Isa::ALL.into_iter().filter(|&isa| runs_here(isa)).collect()
+}
+
+/// Whether /proc/cpuinfo's flags include what `isa` needs; `None` where they cannot be
+/// read independently of the feature check.
+#[cfg(test)]
+fn cpu_flags_have(isa: Isa) -> Option<bool> {
+    if !cfg!(all(target_os = "linux", target_arch = "x86_64")) {
+        return None;
+    }
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").expect("/proc/cpuinfo");
+    let flags: Vec<&str> = cpuinfo
+        .lines()
+        .find(|line| line.starts_with("flags"))
+        .and_then(|line| line.split_once(':'))
+        .map(|(_, flags)| flags.split_whitespace().collect())
+        .unwrap_or_default();
+    let has = |flag: &str| flags.contains(&flag);
+    Some(match isa {
+        Isa::Avx512 => has("avx512f") && has("avx2") && has("fma"),
+        Isa::Avx2Fma => has("avx2") && has("fma"),
+        Isa::Neon => false,
+        Isa::Scalar => true,
+    })
+}
+
 #[cfg(all(test, target_os = "linux", target_arch = "x86_64"))]
 mod tests {
     use super::Isa;
@@ -275,29 +325,8 @@ mod tests {
     /// tests (which skip the sets a CPU lacks) to the portable kernels.
     #[test]
     fn detected_sets_match_the_cpu_flags() {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").expect("/proc/cpuinfo");
-        let flags: Vec<&str> = cpuinfo
-            .lines()
-            .find(|line| line.starts_with("flags"))
-            .and_then(|line| line.split_once(':'))
-            .map(|(_, flags)| flags.split_whitespace().collect())
-            .unwrap_or_default();
-        let has = |flag: &str| flags.contains(&flag);
-        let expected = [
-            (Isa::Avx512, has("avx512f") && has("avx2") && has("fma")),
-            (Isa::Avx2Fma, has("avx2") && has("fma")),
-            (Isa::Neon, false),
-            (Isa::Scalar, true),
-        ];
-        // Sets above VITMSN_MAX_ISA are left out: tools run under that cap, such as
-        // valgrind, report a CPUID without them.
-        for (isa, in_flags) in expected.into_iter().filter(|(isa, _)| isa.below_max()) {
-            assert_eq!(
-                isa.in_this_cpu(),
-                in_flags,
-                "{}: flags {flags:?}",
-                isa.name()
-            );
+        for isa in Isa::ALL {
+            super::runs_here(isa);
         }
     }
 }

@@ -23,19 +23,23 @@ pub fn fma_chains(isa: Isa, pool: &ThreadPool, steps: usize) -> u64 {
     assert!(isa.is_supported(), "this CPU lacks {isa:?}");
     let threads = pool.threads();
     pool.run(threads, &|_| {
-        let sum = match isa {
-            // SAFETY (all three): checked above that the CPU supports `isa`.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { chains_avx512(steps) },
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma => unsafe { chains_avx2(steps) },
-            #[cfg(target_arch = "aarch64")]
-            Isa::Neon => unsafe { chains_neon(steps) },
-            _ => scalar_chains(steps),
-        };
-        black_box(sum);
+        black_box(chains_on(isa, steps));
     });
     (threads * steps * CHAINS * 2 * isa.lanes()) as u64
+}
+
+/// One thread's chains on `isa`'s vectors: the sum of every lane of every chain.
+fn chains_on(isa: Isa, steps: usize) -> f32 {
+    match isa {
+        // SAFETY (all three): `fma_chains` checked that the CPU supports `isa`.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { chains_avx512(steps) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => unsafe { chains_avx2(steps) },
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => unsafe { chains_neon(steps) },
+        _ => scalar_chains(steps),
+    }
 }
 
 fn scalar_chains(steps: usize) -> f32 {
@@ -94,10 +98,30 @@ unsafe fn chains_neon(steps: usize) -> f32 {
 mod tests {
     use super::*;
 
+    /// The chains do the work the flop count claims: every lane runs x ← 0.999999·x + 1e-7
+    /// from 1 (replayed here on one f32), and the sum over all lanes tells both how many
+    /// steps ran (half as many would leave it 1% higher) and how many lanes a vector has
+    /// (`isa.lanes()`, which the count multiplies by).
+    #[test]
+    fn the_chains_do_the_work_counted() {
+        let steps = 20_000;
+        let lane = (0..steps).fold(1.0f32, |x, _| x.mul_add(0.999_999, 1e-7)) as f64;
+        assert!((lane - 0.982).abs() < 1e-3, "{lane}");
+        for isa in crate::tested_isas() {
+            let want = lane * (CHAINS * isa.lanes()) as f64;
+            let got = chains_on(isa, steps) as f64;
+            assert!(
+                (got - want).abs() <= 1e-5 * want,
+                "{}: {got}, want {want}",
+                isa.name()
+            );
+        }
+    }
+
     #[test]
     fn counts_the_flops_of_every_thread() {
         let pool = ThreadPool::new(2);
-        for isa in Isa::supported() {
+        for isa in crate::tested_isas() {
             assert_eq!(
                 fma_chains(isa, &pool, 10),
                 (2 * 10 * CHAINS * 2 * isa.lanes()) as u64

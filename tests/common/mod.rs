@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 use vitmsn::internals::io::read_inputs;
 use vitmsn::internals::safetensors_file::SafetensorsFile;
-use vitmsn::{BackendKind, BackendOptions, ForwardOutput, Tensor, ViTMSN};
+use vitmsn::{
+    BackendKind, BackendOptions, ForwardInput, ForwardOutput, Tensor, ViTMSN, ViTMSNConfig, Weights,
+};
 
 /// `tests/fixtures` of this checkout, or `VITMSN_FIXTURES` where set: a test binary copied
 /// to another machine (tools/gpu_check.sh) finds the fixtures of the tree it runs in.
@@ -125,10 +127,11 @@ pub fn relative_error(ours: &Tensor, reference: &Tensor) -> f32 {
 }
 
 /// Checks every output of every case against transformers within `tolerance`; panics
-/// listing each failing tensor.
+/// listing each failing tensor. Prints the worst error, which the tolerances are set from.
 pub fn check_all_cases(backend: BackendKind, options: &BackendOptions, tolerance: f32) {
     let mut failures = Vec::new();
     let mut checked = 0;
+    let mut worst = (0.0f32, String::new());
     for case in cases() {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
         let ours = named_outputs(&run_case(&case, backend, options));
@@ -139,6 +142,9 @@ pub fn check_all_cases(backend: BackendKind, options: &BackendOptions, tolerance
         for ((tensor_name, a), (_, b)) in ours.iter().zip(&reference) {
             let err = relative_error(a, b);
             checked += 1;
+            if err > worst.0 {
+                worst = (err, format!("{name}/{tensor_name}"));
+            }
             if err.is_nan() || err > tolerance {
                 failures.push(format!("{name}/{tensor_name}: relative error {err:e}"));
             }
@@ -150,12 +156,15 @@ pub fn check_all_cases(backend: BackendKind, options: &BackendOptions, tolerance
         failures.len(),
         failures.join("\n")
     );
-    eprintln!("{checked} tensors within {tolerance:e} on {backend:?} with {options:?}");
+    eprintln!(
+        "{checked} tensors within {tolerance:e} on {backend:?} with {options:?}; worst {:e} ({})",
+        worst.0, worst.1
+    );
 }
 
-/// Whether the GPU backend can run with `options` here. Without an adapter the GPU tests
-/// fail under `CI=true` and are skipped elsewhere; an adapter without what `options` needs
-/// (f16) skips them. Either way the reason is printed.
+/// Whether the GPU backend can run with `options` here. Without an adapter, or with one
+/// that lacks what `options` needs (SHADER_F16 for f16), the GPU tests fail under `CI=true`
+/// (lavapipe has both) and are skipped elsewhere, printing why.
 #[cfg(feature = "gpu")]
 pub fn gpu_ready(options: &BackendOptions) -> bool {
     let plain = BackendOptions {
@@ -173,6 +182,10 @@ pub fn gpu_ready(options: &BackendOptions) -> bool {
     match vitmsn::internals::backend::create(BackendKind::Gpu, options) {
         Ok(_) => true,
         Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "the GPU adapter in CI cannot run {options:?}: {e}"
+            );
             eprintln!("skipped: {e}");
             false
         }
@@ -225,4 +238,84 @@ pub fn one_error_line(out: &std::process::Output, what: &str) -> String {
     );
     assert!(!stderr.contains("panicked"), "{what}: {stderr}");
     stderr
+}
+
+/// A generated model with vit-msn-small's attention at its real sequence length (224×224
+/// images: 197 tokens, heads of 64) and `hidden / 64` heads, with an input of `batch` images
+/// that asks for every output and uses the mask token and a head mask.
+pub fn full_size_sequence(
+    hidden: usize,
+    layers: usize,
+    intermediate: usize,
+    batch: usize,
+) -> (ViTMSNConfig, Weights, ForwardInput) {
+    let heads = hidden / 64;
+    let config = ViTMSNConfig {
+        hidden_size: hidden,
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        intermediate_size: intermediate,
+        ..Default::default()
+    };
+    let pixels: Vec<f32> = (0..batch * 3 * 224 * 224)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let head_mask = (0..heads).map(|h| [1.0, 0.0, 0.5][h % 3]).collect();
+    let input = ForwardInput {
+        pixel_values: Tensor::new(vec![batch, 3, 224, 224], pixels),
+        bool_masked_pos: Some((0..batch * 196).map(|i| i % 5 == 0).collect()),
+        head_mask: Some(Tensor::new(vec![heads], head_mask)),
+        output_attentions: true,
+        output_hidden_states: true,
+        ..Default::default()
+    };
+    (config, Weights::random(7), input)
+}
+
+/// The named outputs of `input` through a model of `config` and `weights` on `kind`.
+pub fn run_generated(
+    config: &ViTMSNConfig,
+    weights: &Weights,
+    input: &ForwardInput,
+    kind: BackendKind,
+    options: &BackendOptions,
+) -> Vec<(String, Tensor)> {
+    let model = ViTMSN::builder()
+        .backend(kind)
+        .options(options.clone())
+        .build(config.clone(), weights)
+        .unwrap();
+    named_outputs(&model.forward(input).unwrap())
+}
+
+/// Checks `ours` against `reference` output by output: the same names, and each within
+/// `tolerance` of max|reference| (all zero fails). Returns the worst error, for measuring.
+pub fn check_outputs(
+    ours: &[(String, Tensor)],
+    reference: &[(String, Tensor)],
+    tolerance: f32,
+    what: &str,
+) -> f32 {
+    let names = |outputs: &[(String, Tensor)]| -> Vec<String> {
+        outputs.iter().map(|(name, _)| name.clone()).collect()
+    };
+    assert_eq!(names(ours), names(reference), "{what}: outputs");
+    let mut worst = 0.0f32;
+    for ((name, ours), (_, expected)) in ours.iter().zip(reference) {
+        assert_eq!(ours.shape, expected.shape, "{what}: {name}");
+        let scale = expected.data.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let diff = ours
+            .data
+            .iter()
+            .zip(&expected.data)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        let err = diff / scale;
+        assert!(
+            scale > 0.0 && err <= tolerance,
+            "{what}: {name} off by {diff:e} of {scale:e}, over {tolerance:e}"
+        );
+        worst = worst.max(err);
+    }
+    eprintln!("{what}: worst {worst:e}");
+    worst
 }

@@ -10,6 +10,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::f32::consts::SQRT_2;
 
+use crate::dispatch::{record, Kernel};
 #[cfg(target_arch = "x86_64")]
 use crate::expf::{self, exp};
 #[cfg(target_arch = "x86_64")]
@@ -39,7 +40,10 @@ pub fn activation_inplace(isa: Isa, act: Activation, x: &mut [f32]) {
             // SAFETY: the CPU supports AVX-512F, AVX2 and FMA, checked just above.
             unsafe { apply_slice_avx512(act, x) }
         }
-        _ => crate::scalar::activation(act, x),
+        _ => {
+            record(Kernel::Activation, Isa::Scalar);
+            crate::scalar::activation(act, x)
+        }
     }
 }
 
@@ -48,6 +52,7 @@ pub fn activation_inplace(isa: Isa, act: Activation, x: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn apply_slice_avx2(act: Activation, x: &mut [f32]) {
+    record(Kernel::Activation, Isa::Avx2Fma);
     apply_slice::<Avx2>(act, x)
 }
 
@@ -56,6 +61,7 @@ unsafe fn apply_slice_avx2(act: Activation, x: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn apply_slice_avx512(act: Activation, x: &mut [f32]) {
+    record(Kernel::Activation, Isa::Avx512);
     apply_slice::<Avx512>(act, x)
 }
 
@@ -432,8 +438,106 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Inputs near zero, in the curved range of every activation, and spread in magnitude
-    /// up to 1e30 where the functions saturate, overflow internally or grow like x².
+    /// The activation at `x` in f64, from its definition: independent of `apply` and of the
+    /// vector code.
+    fn exact(act: Activation, x: f64) -> f64 {
+        let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let tanh_gelu = |inner: f64| 0.5 * x * (1.0 + inner.tanh());
+        let sqrt_2_over_pi = (2.0 / std::f64::consts::PI).sqrt();
+        match act {
+            Activation::Identity => x,
+            Activation::Gelu => 0.5 * x * libm::erfc(-x / std::f64::consts::SQRT_2),
+            Activation::GeluTanh => tanh_gelu(sqrt_2_over_pi * (x + 0.044715 * x * x * x)),
+            Activation::GeluFast => tanh_gelu(x * sqrt_2_over_pi * (1.0 + 0.044715 * x * x)),
+            Activation::QuickGelu => x * sigmoid(1.702 * x),
+            Activation::Relu => x.max(0.0),
+            Activation::Relu6 => x.clamp(0.0, 6.0),
+            Activation::Relu2 => x.max(0.0).powi(2),
+            Activation::LeakyRelu => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    0.01 * x
+                }
+            }
+            Activation::Selu => {
+                // PyTorch's constants, to double precision.
+                let (alpha, scale) = (1.673_263_242_354_377_3, 1.050_700_987_355_480_5);
+                if x > 0.0 {
+                    scale * x
+                } else {
+                    scale * alpha * x.exp_m1()
+                }
+            }
+            Activation::Silu => x * sigmoid(x),
+            // PyTorch's softplus returns x past its threshold of 20.
+            Activation::Mish => x * (if x > 20.0 { x } else { x.exp().ln_1p() }).tanh(),
+            Activation::Tanh => x.tanh(),
+            Activation::Sigmoid => sigmoid(x),
+        }
+    }
+
+    /// How far an f32 result may be from [`exact`]: `relative` units of f32 epsilon of the
+    /// result, plus `cancelling` units of epsilon·|x| for the GELUs, whose f32 formulas
+    /// cancel in 1 + erf and 1 + tanh for negative x (the reference's too, so their relative
+    /// error there is unbounded). Each bound is the worst error measured on the fixed sweep,
+    /// in the reference and the AVX2 kernels, times about 1.5; the measured worst is in the
+    /// comment.
+    fn tolerance(act: Activation, x: f64) -> (f64, f64) {
+        match act {
+            // Exact, or one rounding of an exact product (relu2).
+            Activation::Identity | Activation::Relu | Activation::Relu6 | Activation::Relu2 => {
+                (0.0, 0.0)
+            }
+            // 0.68: one rounding, and 0.01 is not exact in f32.
+            Activation::LeakyRelu => (1.0, 0.0),
+            Activation::Gelu => (0.0, 1.1),     // 0.73
+            Activation::GeluTanh => (0.0, 1.0), // 0.65
+            Activation::GeluFast => (0.0, 1.2), // 0.76
+            // 19.4 on the sweep, 33.6 at x = −39.9 in the property cases: 1.702·x is rounded
+            // to f32 before the exponential (in PyTorch too), which in the negative tail
+            // costs up to 0.85·|x| ulps, and 1.702 itself is off by 0.19·|x| ulps.
+            Activation::QuickGelu => (2.0 + 1.1 * x.abs(), 0.0),
+            Activation::Selu => (1.25, 0.0),   // 0.83
+            Activation::Silu => (1.8, 0.0),    // 1.18
+            Activation::Mish => (3.0, 0.0),    // 1.93
+            Activation::Tanh => (1.9, 0.0),    // 1.24
+            Activation::Sigmoid => (1.5, 0.0), // 0.97
+        }
+    }
+
+    /// Fails unless `got` is within `act`'s tolerance of the exact value at `x`.
+    fn check(act: Activation, x: f32, got: f32, what: &str) -> Result<(), TestCaseError> {
+        let want = exact(act, x as f64);
+        // Overflow to ±∞ rounds as f32 does. Below 1e-36 results may flush to 0: the
+        // sigmoids' e^−x overflows past x = −88.7, where silu(x) is still 2.7e-37.
+        let tiny = |v: f64| v.abs() < 1e-36;
+        if got == want as f32 || tiny(want) && tiny(got as f64) {
+            return Ok(());
+        }
+        let eps = f32::EPSILON as f64;
+        let err = (got as f64 - want).abs();
+        let (relative, cancelling) = tolerance(act, x as f64);
+        let bound = eps * (relative * want.abs() + cancelling * (x as f64).abs());
+        prop_assert!(
+            err <= bound,
+            "{what} {act:?}({x}) = {got}, exactly {want}: off by {err:e}, over {bound:e}"
+        );
+        Ok(())
+    }
+
+    /// A fixed sweep: steps of 1/64 over [−20, 20] where every activation curves, and
+    /// ±10^(e/4) up to 1e30, where they saturate, overflow internally or grow like x².
+    fn inputs() -> Vec<f32> {
+        let sweep = (-1280..=1280).map(|i| i as f32 / 64.0);
+        let magnitudes = (-120..=120).flat_map(|e| {
+            let m = 10f32.powf(e as f32 / 4.0);
+            [m, -m]
+        });
+        sweep.chain(magnitudes).collect()
+    }
+
+    /// The same spread drawn at random.
     fn input() -> impl Strategy<Value = f32> {
         prop_oneof![
             -1f32..1.0,
@@ -447,26 +551,42 @@ mod tests {
         ]
     }
 
+    /// Every instruction set's version (the reference for `Isa::Scalar`) against the
+    /// definition at `xs`.
+    fn check_every_set(act: Activation, xs: &[f32]) -> Result<(), TestCaseError> {
+        for isa in crate::tested_isas() {
+            let mut got = xs.to_vec();
+            activation_inplace(isa, act, &mut got);
+            for (&x, &g) in xs.iter().zip(&got) {
+                check(act, x, g, isa.name())?;
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn every_set_matches_the_definition_on_a_fixed_sweep() {
+        let xs = inputs();
+        for act in Activation::ALL {
+            check_every_set(act, &xs).unwrap();
+        }
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(crate::proptest_cases(400)))]
+        // A fixed seed: every run draws the same cases.
+        #![proptest_config(ProptestConfig {
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0xac7),
+            ..ProptestConfig::with_cases(crate::proptest_cases(400))
+        })]
 
         #[test]
-        fn vectorised_matches_the_reference(act in (0..Activation::ALL.len()).prop_map(|i| Activation::ALL[i]), xs in prop::collection::vec(input(), 1..40)) {
-            for isa in [Isa::Avx512, Isa::Avx2Fma].into_iter().filter(|isa| isa.is_supported()) {
-                let mut got = xs.clone();
-                activation_inplace(isa, act, &mut got);
-                for (&x, &g) in xs.iter().zip(&got) {
-                    let want = act.apply(x);
-                    // A few ulp of the result, measured against |x| rather than the result:
-                    // the reference itself cancels in 1 + erf and 1 + tanh for negative x.
-                    prop_assert!(g == want || (g - want).abs() <= 3e-7 * (1.0 + x.abs()), "{isa:?} {act:?}({x}) = {g}, want {want}");
-                }
-            }
+        fn every_set_matches_the_definition(act in (0..Activation::ALL.len()).prop_map(|i| Activation::ALL[i]), xs in prop::collection::vec(input(), 1..40)) {
+            check_every_set(act, &xs)?;
         }
 
         #[test]
         fn avx512_gives_the_bits_of_avx2(act in (0..Activation::ALL.len()).prop_map(|i| Activation::ALL[i]), xs in prop::collection::vec(input(), 1..40)) {
-            if !Isa::Avx512.is_supported() {
+            if !crate::runs_here(Isa::Avx512) {
                 return Ok(());
             }
             let (mut wide, mut narrow) = (xs.clone(), xs.clone());
@@ -474,23 +594,6 @@ mod tests {
             activation_inplace(Isa::Avx2Fma, act, &mut narrow);
             for ((&x, &w), &n) in xs.iter().zip(&wide).zip(&narrow) {
                 prop_assert!(w.to_bits() == n.to_bits(), "{act:?}({x}): AVX-512 {w}, AVX2 {n}");
-            }
-        }
-    }
-
-    #[test]
-    fn scalar_and_neon_run_the_reference() {
-        let xs: Vec<f32> = (-50..50).map(|i| i as f32 * 0.25).collect();
-        for act in Activation::ALL {
-            for isa in [Isa::Scalar, Isa::Neon] {
-                let mut got = xs.clone();
-                activation_inplace(isa, act, &mut got);
-                assert!(
-                    got.iter()
-                        .zip(&xs)
-                        .all(|(g, &x)| g.to_bits() == act.apply(x).to_bits()),
-                    "{act:?} on {isa:?}"
-                );
             }
         }
     }

@@ -20,12 +20,13 @@ const PREFETCH_AHEAD_BYTES: usize = 1024;
 const LINE: usize = 16;
 
 /// Implements [`Kernels`](super::Kernels) for `$name` with the tiles below on `$v`:
-/// `$rows` query rows, `$vectors` vectors of keys or value columns a tile row. Each method
+/// `$rows` query rows, `$vectors` vectors of keys or value columns a tile row; the score
+/// tile records that `$isa`'s attention ran (`dispatch`). Each method
 /// is an entry point with `#[target_feature(enable = $features)]`, so the generic body is
 /// compiled inside it with the set's own instructions.
 macro_rules! tile_kernels {
     (
-        $name:ident, $v:ty, $features:literal, rows: $rows:literal, vectors: $vectors:literal
+        $name:ident, $v:ty, $isa:expr, $features:literal, rows: $rows:literal, vectors: $vectors:literal
         $(, transpose_keys: $transpose:path)?
     ) => {
         pub(super) struct $name;
@@ -59,6 +60,7 @@ macro_rules! tile_kernels {
                 rows: usize,
                 cols: usize,
             ) {
+                $crate::dispatch::record($crate::dispatch::Kernel::Attention, $isa);
                 $crate::attention::tiles::score_tile::<$v, $rows, $vectors>(queries, panel, scale, out, stride, rows, cols)
             }
 

@@ -2,7 +2,9 @@
 //! [`tile::kernel`] on [`simd::Avx2`](crate::simd::Avx2).
 
 use super::{tile, GemmKernel, Panels, TileEpilogue};
+use crate::dispatch::{record, Kernel};
 use crate::simd;
+use crate::Isa;
 
 pub(crate) struct Avx2Fma;
 
@@ -52,5 +54,6 @@ unsafe fn kernel_6x16(
     accumulate: bool,
     epilogue: Option<&TileEpilogue>,
 ) {
+    record(Kernel::Gemm, Isa::Avx2Fma);
     tile::kernel::<simd::Avx2, MR, NV, 8>(panels, c, ldc, rows, accumulate, epilogue)
 }

@@ -2,7 +2,9 @@
 //! [`tile::kernel`] on [`simd::Avx512`](crate::simd::Avx512).
 
 use super::{tile, GemmKernel, Panels, TileEpilogue};
+use crate::dispatch::{record, Kernel};
 use crate::simd;
+use crate::Isa;
 
 pub(crate) struct Avx512;
 
@@ -64,5 +66,6 @@ unsafe fn kernel_6x64(
     accumulate: bool,
     epilogue: Option<&TileEpilogue>,
 ) {
+    record(Kernel::Gemm, Isa::Avx512);
     tile::kernel::<simd::Avx512, MR, NV, 4>(panels, c, ldc, rows, accumulate, epilogue)
 }

@@ -4,7 +4,9 @@
 
 use super::portable::store_tile;
 use super::{tile, GemmKernel, Panels, TileEpilogue};
+use crate::dispatch::{record, Kernel};
 use crate::simd::{self, F32s};
+use crate::Isa;
 
 pub(crate) struct Neon;
 
@@ -47,6 +49,7 @@ unsafe fn kernel_8x8(
     accumulate: bool,
     epilogue: Option<&TileEpilogue>,
 ) {
+    record(Kernel::Gemm, Isa::Neon);
     let acc = tile::multiply::<simd::Neon, MR, NV, 4>(panels);
     let mut tile = [0.0f32; MR * NR];
     for (r, acc_row) in acc.iter().enumerate() {

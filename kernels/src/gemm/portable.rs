@@ -2,6 +2,8 @@
 //! target's baseline is (SSE2 on x86-64). It backs `Isa::Scalar`.
 
 use super::{GemmKernel, Panels, TileEpilogue};
+use crate::dispatch::{record, Kernel};
+use crate::Isa;
 
 pub(crate) struct Portable;
 
@@ -26,6 +28,7 @@ impl GemmKernel for Portable {
         accumulate: bool,
         epilogue: Option<&TileEpilogue>,
     ) {
+        record(Kernel::Gemm, Isa::Scalar);
         let Panels {
             depth,
             a,

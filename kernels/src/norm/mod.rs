@@ -1,6 +1,7 @@
 //! Row-wise LayerNorm with the semantics of [`scalar::layer_norm`], rows split across the
 //! pool in fixed blocks (each row is computed the same way whichever thread runs it).
 
+use crate::dispatch::{record, Kernel};
 use crate::simd::F32s;
 #[cfg(target_arch = "aarch64")]
 use crate::simd::Neon;
@@ -53,7 +54,10 @@ pub fn layer_norm(
             Isa::Avx2Fma => unsafe { layer_norm_avx2(dim, x, gamma, beta, eps, out) },
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => unsafe { layer_norm_neon(dim, x, gamma, beta, eps, out) },
-            _ => scalar::layer_norm(dim, x, gamma, beta, eps, out),
+            _ => {
+                record(Kernel::LayerNorm, Isa::Scalar);
+                scalar::layer_norm(dim, x, gamma, beta, eps, out)
+            }
         }
     });
 }
@@ -70,6 +74,7 @@ unsafe fn layer_norm_avx512(
     eps: f32,
     out: &mut [f32],
 ) {
+    record(Kernel::LayerNorm, Isa::Avx512);
     layer_norm_rows::<Avx512>(dim, x, gamma, beta, eps, out)
 }
 
@@ -85,6 +90,7 @@ unsafe fn layer_norm_avx2(
     eps: f32,
     out: &mut [f32],
 ) {
+    record(Kernel::LayerNorm, Isa::Avx2Fma);
     layer_norm_rows::<Avx2>(dim, x, gamma, beta, eps, out)
 }
 
@@ -100,6 +106,7 @@ unsafe fn layer_norm_neon(
     eps: f32,
     out: &mut [f32],
 ) {
+    record(Kernel::LayerNorm, Isa::Neon);
     layer_norm_rows::<Neon>(dim, x, gamma, beta, eps, out)
 }
 
@@ -205,7 +212,7 @@ mod tests {
         let mut expected = vec![0.0; x.len()];
         scalar::layer_norm(dim, x, &gamma, &beta, eps, &mut expected);
         let pool = ThreadPool::new(threads);
-        for isa in Isa::supported() {
+        for isa in crate::tested_isas() {
             let mut actual = vec![f32::NAN; x.len()];
             layer_norm(isa, dim, x, &gamma, &beta, eps, &mut actual, &pool);
             let whole_rows = x.len() / dim * dim;
@@ -224,6 +231,12 @@ mod tests {
     }
 
     proptest! {
+        // A fixed seed: every run draws the same cases.
+        #![proptest_config(ProptestConfig {
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x1a7),
+            ..ProptestConfig::default()
+        })]
+
         #[test]
         fn matches_scalar(
             (dim, x) in rows_of_some_width(),
