@@ -131,7 +131,7 @@ fn time_linear(
             .map(|j| ((j * 7919 + seed) % 255) as f32 / 255.0 - 0.5)
             .collect()
     };
-    let loading = Arc::get_mut(backend).expect("no session outlives a shape");
+    let loading = Arc::get_mut(backend).expect("no workspace outlives a shape");
     loading.load_constants(vec![
         Constant {
             name: "weight".into(),
@@ -165,8 +165,8 @@ fn time_linear(
         .map(|_| graph.op(op.clone(), &inputs, m * n))
         .collect();
     let plan = Plan::new(&graph);
-    let mut session = Arc::clone(backend).session();
-    session.prepare(&graph, &plan)?;
+    let mut workspace = Arc::clone(backend).workspace();
+    workspace.prepare(&graph, &plan)?;
     let input_data: Vec<Vec<f32>> = inputs
         .iter()
         .enumerate()
@@ -177,14 +177,14 @@ fn time_linear(
     // Inputs are written once: their slots are pinned, and uploading up to 155 MB per
     // submission would time the bus, not the shader.
     for (&slot, data) in input_slots.iter().zip(&input_data) {
-        session.write(slot, data)?;
+        workspace.write(slot, data)?;
     }
     let mut forward = || -> vitmsn::Result<f64> {
         let start = Instant::now();
         for &out in &outputs {
-            session.run(&op, &input_slots, &[plan.slot_of[out]])?;
+            workspace.run(&op, &input_slots, &[plan.slot_of[out]])?;
         }
-        let result = session.read(&[(last, 1)])?;
+        let result = workspace.read(&[(last, 1)])?;
         if !result[0][0].is_finite() {
             return Err(vitmsn::Error::Backend(format!(
                 "non-finite output {}",

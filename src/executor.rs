@@ -1,7 +1,7 @@
-//! Runs a compiled graph on a backend: takes a session, writes its inputs, hands the
-//! session one op at a time, and reads the requested outputs.
+//! Runs a compiled graph on a backend: takes a workspace, writes its inputs, hands the
+//! workspace one op at a time, and reads the requested outputs.
 
-use crate::backend::{Backend, Session};
+use crate::backend::{Backend, Workspace};
 use crate::error::{Error, Result};
 use crate::plan::{CompiledGraph, Slot};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -18,24 +18,24 @@ pub struct OpTime {
     pub seconds: f64,
 }
 
-/// Owns a backend and runs compiled graphs on it, each forward in a session of its own
-/// so that threads can share it; sessions are kept between forwards with their buffers.
+/// Owns a backend and runs compiled graphs on it, each forward in a workspace of its own
+/// so that threads can share it; workspaces are kept between forwards with their buffers.
 pub struct Executor {
     backend: Arc<dyn Backend>,
-    /// Sessions not running a forward.
+    /// Workspaces not running a forward.
     idle: Mutex<Vec<Prepared>>,
     time_ops: bool,
     /// The ops of the last run, in graph order, while op timing is on.
     op_times: Mutex<Option<Vec<OpTime>>>,
 }
 
-/// A session and the graph it was last prepared for.
+/// A workspace and the graph it was last prepared for.
 struct Prepared {
-    session: Box<dyn Session>,
+    workspace: Box<dyn Workspace>,
     graph: Option<u64>,
 }
 
-/// A session taken for one forward; it goes back to the executor when dropped.
+/// A workspace taken for one forward; it goes back to the executor when dropped.
 pub struct Run<'e> {
     executor: &'e Executor,
     prepared: Option<Prepared>,
@@ -81,7 +81,7 @@ impl Executor {
         lock(&self.op_times).clone()
     }
 
-    /// A session for one forward: an idle one, preferably one prepared for `graph`, or a
+    /// A workspace for one forward: an idle one, preferably one prepared for `graph`, or a
     /// new one.
     pub fn start(&self, graph: &CompiledGraph) -> Run<'_> {
         let prepared = {
@@ -93,7 +93,7 @@ impl Executor {
             }
         };
         let prepared = prepared.unwrap_or_else(|| Prepared {
-            session: Arc::clone(&self.backend).session(),
+            workspace: Arc::clone(&self.backend).workspace(),
             graph: None,
         });
         Run {
@@ -108,13 +108,15 @@ impl Run<'_> {
         self.prepared.as_mut().expect("present until dropped")
     }
 
-    /// Lets the session allocate for `compiled` unless it last ran it. A session that
+    /// Lets the workspace allocate for `compiled` unless it last ran it. A workspace that
     /// refuses (over its memory budget) is left as it was, ready for another graph.
     pub fn prepare(&mut self, compiled: &CompiledGraph) -> Result<()> {
         let prepared = self.prepared();
         if prepared.graph != Some(compiled.id) {
             prepared.graph = None;
-            prepared.session.prepare(&compiled.graph, &compiled.plan)?;
+            prepared
+                .workspace
+                .prepare(&compiled.graph, &compiled.plan)?;
             prepared.graph = Some(compiled.id);
         }
         Ok(())
@@ -130,7 +132,7 @@ impl Run<'_> {
         self.prepare(compiled)?;
         let result = self.run_prepared(compiled, inputs);
         if result.is_err() {
-            // Whatever the session recorded before failing is not reused.
+            // Whatever the workspace recorded before failing is not reused.
             self.prepared().graph = None;
         }
         result
@@ -142,7 +144,7 @@ impl Run<'_> {
         inputs: &[(&str, &[f32])],
     ) -> Result<Vec<Vec<f32>>> {
         let timing = self.executor.time_ops;
-        let session = &mut self.prepared().session;
+        let workspace = &mut self.prepared().workspace;
         let CompiledGraph { graph, plan, .. } = compiled;
         for (name, value) in &graph.inputs {
             let data = inputs
@@ -151,7 +153,7 @@ impl Run<'_> {
                 .map(|(_, d)| *d)
                 .unwrap_or_else(|| panic!("graph input {name} not supplied"));
             debug_assert_eq!(data.len(), graph.value_sizes[*value], "input {name}");
-            session.write(plan.slot_of[*value], data)?;
+            workspace.write(plan.slot_of[*value], data)?;
         }
         let mut in_slots = Vec::new();
         let mut out_slots = Vec::new();
@@ -163,7 +165,7 @@ impl Run<'_> {
             out_slots.extend(node.outputs.iter().map(|&v| plan.slot_of[v]));
             // The clock is read only when timing is on.
             let start = timing.then(Instant::now);
-            session.run(&node.op, &in_slots, &out_slots)?;
+            workspace.run(&node.op, &in_slots, &out_slots)?;
             if let Some(start) = start {
                 times.push(OpTime {
                     name: node.op.name(),
@@ -177,7 +179,7 @@ impl Run<'_> {
             .iter()
             .map(|(_, v, _)| (plan.slot_of[*v], graph.value_sizes[*v]))
             .collect();
-        let outputs = session.read(&requests)?;
+        let outputs = workspace.read(&requests)?;
         if timing {
             *lock(&self.executor.op_times) = Some(times);
         }
@@ -213,12 +215,12 @@ mod tests {
         fn load_constants(&mut self, _: Vec<crate::graph::Constant>) -> Result<()> {
             Ok(())
         }
-        fn session(self: Arc<Self>) -> Box<dyn Session> {
+        fn workspace(self: Arc<Self>) -> Box<dyn Workspace> {
             Box::new(Recording)
         }
     }
 
-    impl Session for Recording {
+    impl Workspace for Recording {
         fn prepare(&mut self, _: &Graph, _: &Plan) -> Result<()> {
             Ok(())
         }

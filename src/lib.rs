@@ -67,7 +67,7 @@ pub mod internals {
     /// Backends by kind, and their option checks.
     pub mod backend {
         pub use crate::backend::{
-            check_threads, create, max_threads, memory, parse_isa, Backend, Session,
+            check_threads, create, max_threads, memory, parse_isa, Backend, Workspace,
         };
     }
     /// `vitmsn bench`.

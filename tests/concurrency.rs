@@ -44,7 +44,7 @@ fn forwards_on_many_threads_match_the_single_thread_results_bit_for_bit() {
     for kind in [BackendKind::Scalar, BackendKind::Cpu] {
         let (model, input) = load(kind);
         let reference = bits(&model.forward(&input).unwrap());
-        // A second shape, so that sessions prepared for one graph also run the other.
+        // A second shape, so that workspaces prepared for one graph also run the other.
         let plain = ForwardInput {
             output_hidden_states: false,
             output_attentions: false,

@@ -59,7 +59,7 @@ impl Gpu {
             })
             .collect();
         Arc::get_mut(&mut self.backend)
-            .expect("no session outlives a case")
+            .expect("no workspace outlives a case")
             .load_constants(constants)
             .unwrap();
         let mut graph = Graph::default();
@@ -75,17 +75,19 @@ impl Gpu {
         let plan = Plan::new(&graph);
         let slots =
             |values: &[usize]| -> Vec<Slot> { values.iter().map(|&v| plan.slot_of[v]).collect() };
-        let mut session = Arc::clone(&self.backend).session();
-        session.prepare(&graph, &plan).unwrap();
+        let mut workspace = Arc::clone(&self.backend).workspace();
+        workspace.prepare(&graph, &plan).unwrap();
         for (slot, data) in slots(&values).into_iter().zip(inputs) {
-            session.write(slot, data).unwrap();
+            workspace.write(slot, data).unwrap();
         }
-        session.run(&op, &slots(&values), &slots(&outputs)).unwrap();
+        workspace
+            .run(&op, &slots(&values), &slots(&outputs))
+            .unwrap();
         let requests: Vec<(Slot, usize)> = slots(&outputs)
             .into_iter()
             .zip(output_sizes.iter().copied())
             .collect();
-        session.read(&requests).unwrap()
+        workspace.read(&requests).unwrap()
     }
 }
 

@@ -4,7 +4,7 @@
 //! Linear weights are packed for the GEMM micro-kernel at load and the originals dropped.
 
 use super::host::{self, HostSlots};
-use super::{Backend, Session};
+use super::{Backend, Workspace};
 use crate::error::{Error, Result};
 use crate::graph::{patch_rows, ConstRole, Constant, Graph, Op};
 use crate::plan::{Plan, Slot};
@@ -20,7 +20,7 @@ enum CpuConstant {
     Values(Vec<f32>),
 }
 
-/// The SIMD backend's constants and thread pool, which its sessions share: their ops
+/// The SIMD backend's constants and thread pool, which its workspaces share: their ops
 /// take turns on the pool.
 pub struct CpuBackend {
     isa: Isa,
@@ -30,7 +30,7 @@ pub struct CpuBackend {
 }
 
 /// One forward's buffers on the SIMD backend.
-struct CpuSession {
+struct CpuWorkspace {
     backend: Arc<CpuBackend>,
     slots: HostSlots,
     /// im2col rows of the patch embedding.
@@ -101,8 +101,8 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn session(self: Arc<Self>) -> Box<dyn Session> {
-        Box::new(CpuSession {
+    fn workspace(self: Arc<Self>) -> Box<dyn Workspace> {
+        Box::new(CpuWorkspace {
             slots: HostSlots::with_budget(self.memory_budget),
             patches: Vec::new(),
             attention: AttentionScratch::default(),
@@ -111,7 +111,7 @@ impl Backend for CpuBackend {
     }
 }
 
-impl Session for CpuSession {
+impl Workspace for CpuWorkspace {
     fn prepare(&mut self, graph: &Graph, plan: &Plan) -> Result<()> {
         self.slots.prepare(plan, host::im2col_values(graph))?;
         for node in &graph.nodes {

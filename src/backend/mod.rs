@@ -15,9 +15,9 @@ pub mod memory;
 pub mod scalar;
 
 /// What every backend implements. A backend holds what forwards share (the constants,
-/// a thread pool, a device); a [`Session`] holds what one forward at a time needs (slot
-/// buffers, scratch), so that threads sharing a model each run in a session of their own.
-/// The executor calls `load_constants` once per model, then per forward takes a session
+/// a thread pool, a device); a [`Workspace`] holds what one forward at a time needs (slot
+/// buffers, scratch), so that threads sharing a model each run in a workspace of their own.
+/// The executor calls `load_constants` once per model, then per forward takes a workspace
 /// and calls, on it, `prepare` when the graph changes, `write` for each input, `run` for
 /// each node in order, then `read` for the requested outputs.
 pub trait Backend: Send + Sync {
@@ -40,7 +40,7 @@ pub trait Backend: Send + Sync {
     fn memory_budget(&self) -> Option<u64> {
         None
     }
-    /// Whether `Session::run` has finished the op when it returns, so timing it times the
+    /// Whether `Workspace::run` has finished the op when it returns, so timing it times the
     /// op. A backend that only records ops and runs them all in `read` says no.
     fn runs_ops_when_called(&self) -> bool {
         true
@@ -48,14 +48,14 @@ pub trait Backend: Send + Sync {
     /// Takes the model's weights, indexed by `ConstId`; a backend may repack or upload
     /// them and drop the originals.
     fn load_constants(&mut self, constants: Vec<Constant>) -> Result<()>;
-    /// A new session on this backend's constants, with no buffers yet.
-    fn session(self: Arc<Self>) -> Box<dyn Session>;
+    /// A new workspace on this backend's constants, with no buffers yet.
+    fn workspace(self: Arc<Self>) -> Box<dyn Workspace>;
 }
 
-/// The buffers of one forward at a time on a backend; sessions of one backend run
+/// The buffers of one forward at a time on a backend; workspaces of one backend run
 /// concurrently.
-pub trait Session: Send {
-    /// Makes room for a graph's slots (and any per-op scratch). A session that refuses
+pub trait Workspace: Send {
+    /// Makes room for a graph's slots (and any per-op scratch). A workspace that refuses
     /// (over its memory budget) is left ready for another graph.
     fn prepare(&mut self, graph: &Graph, plan: &Plan) -> Result<()>;
     /// Writes an input's values into its slot.

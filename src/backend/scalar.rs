@@ -2,7 +2,7 @@
 //! f32 on one thread. Other backends are tested against it.
 
 use super::host::{self, im2col_values, HostSlots};
-use super::{Backend, Session};
+use super::{Backend, Workspace};
 use crate::error::Result;
 use crate::graph::{patch_rows, Constant, Graph, Op};
 use crate::plan::{Plan, Slot};
@@ -27,7 +27,7 @@ impl ScalarBackend {
 }
 
 /// One forward's buffers on the reference backend.
-struct ScalarSession {
+struct ScalarWorkspace {
     backend: Arc<ScalarBackend>,
     slots: HostSlots,
     /// im2col rows of the patch embedding.
@@ -48,8 +48,8 @@ impl Backend for ScalarBackend {
         Ok(())
     }
 
-    fn session(self: Arc<Self>) -> Box<dyn Session> {
-        Box::new(ScalarSession {
+    fn workspace(self: Arc<Self>) -> Box<dyn Workspace> {
+        Box::new(ScalarWorkspace {
             slots: HostSlots::with_budget(self.memory_budget),
             patches: Vec::new(),
             backend: self,
@@ -57,7 +57,7 @@ impl Backend for ScalarBackend {
     }
 }
 
-impl Session for ScalarSession {
+impl Workspace for ScalarWorkspace {
     fn prepare(&mut self, graph: &Graph, plan: &Plan) -> Result<()> {
         self.slots.prepare(plan, im2col_values(graph))
     }

@@ -10,7 +10,7 @@ mod ops;
 mod pipelines;
 mod storage;
 
-use super::{Backend, BackendOptions, Precision, Session};
+use super::{Backend, BackendOptions, Precision, Workspace};
 use crate::error::{Error, Result};
 use crate::graph::{Constant, Graph, Op};
 use crate::plan::{Plan, Slot};
@@ -20,7 +20,7 @@ use pipelines::PipelineCache;
 use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
-/// The device, the pipelines built so far and the constants' buffers, which the sessions
+/// The device, the pipelines built so far and the constants' buffers, which the workspaces
 /// share.
 pub struct GpuBackend {
     ctx: GpuContext,
@@ -30,7 +30,7 @@ pub struct GpuBackend {
 }
 
 /// One forward's buffers and recorded dispatches on the GPU.
-struct GpuSession {
+struct GpuWorkspace {
     backend: Arc<GpuBackend>,
     slots: Vec<wgpu::Buffer>,
     /// Softmax statistics of the attention ops that output probabilities.
@@ -146,8 +146,8 @@ impl Backend for GpuBackend {
         self.ctx.check()
     }
 
-    fn session(self: Arc<Self>) -> Box<dyn Session> {
-        Box::new(GpuSession {
+    fn workspace(self: Arc<Self>) -> Box<dyn Workspace> {
+        Box::new(GpuWorkspace {
             backend: self,
             slots: Vec::new(),
             attention_stats: None,
@@ -159,7 +159,7 @@ impl Backend for GpuBackend {
     }
 }
 
-impl Session for GpuSession {
+impl Workspace for GpuWorkspace {
     fn prepare(&mut self, graph: &Graph, plan: &Plan) -> Result<()> {
         self.encoder = None;
         self.next_node = 0;
