@@ -22,14 +22,20 @@ pub enum Kernel {
     LayerNorm,
     /// `activation::activation_inplace`.
     Activation,
+    /// `gemm::gemm_packed` on bf16 weights: `vdpbf16ps` or a widening f32 kernel.
+    GemmBf16,
+    /// `gemm::gemm_packed` on int8 weights.
+    GemmInt8,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 4] = [
+    pub const ALL: [Kernel; 6] = [
         Kernel::Gemm,
         Kernel::Attention,
         Kernel::LayerNorm,
         Kernel::Activation,
+        Kernel::GemmBf16,
+        Kernel::GemmInt8,
     ];
 }
 
@@ -63,10 +69,12 @@ pub fn ran(kernel: Kernel) -> Vec<Isa> {
 }
 
 /// The code `kernel` runs when asked for `isa`: its own version where it has one, else
-/// the one it falls back to (NEON's activations are the reference's).
+/// the one it falls back to (NEON's activations and int8 GEMM are the reference's; an
+/// AVX-512 CPU without VNNI runs the AVX2 int8 GEMM).
 pub fn expected(kernel: Kernel, isa: Isa) -> Isa {
     match (kernel, isa) {
-        (Kernel::Activation, Isa::Neon) => Isa::Scalar,
+        (Kernel::Activation | Kernel::GemmInt8, Isa::Neon) => Isa::Scalar,
+        (Kernel::GemmInt8, Isa::Avx512) if !crate::gemm::has_vnni() => Isa::Avx2Fma,
         _ => isa,
     }
 }
@@ -89,6 +97,11 @@ mod tests {
             ..Epilogue::NONE
         };
         gemm_packed(7, &x, &w, &mut c, &epilogue, pool);
+        let bf16 = PackedWeights::from_bf16(isa, 9, 24, &crate::bf16::from_f32_slice(&x));
+        gemm_packed(7, &x, &bf16, &mut c, &epilogue, pool);
+        let (values, scales) = crate::quant::quantize_weights(9, 24, &x);
+        let int8 = PackedWeights::from_int8(isa, 9, 24, &values, &scales);
+        gemm_packed(7, &x, &int8, &mut c, &epilogue, pool);
         let shape = AttentionShape {
             batch: 1,
             tokens: 7,

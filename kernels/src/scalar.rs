@@ -27,6 +27,55 @@ pub fn gemm(
     apply_epilogue(m, n, c, epilogue);
 }
 
+/// [`gemm`] with bf16 weights (their bits): each value of `a` rounded to bf16, the exact
+/// products of bf16 values summed in `f32`.
+pub fn gemm_bf16(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    w: &[u16],
+    c: &mut [f32],
+    epilogue: &Epilogue,
+) {
+    let a: Vec<f32> = a[..m * k].iter().map(|&x| crate::bf16::round(x)).collect();
+    let w: Vec<f32> = w[..n * k].iter().map(|&x| crate::bf16::to_f32(x)).collect();
+    gemm(m, n, k, &a, &w, c, epilogue);
+}
+
+/// [`gemm`] with int8 weights (`w[j][p] ≈ scales[j] · values[j][p]`): each row of `a`
+/// quantized by [`quant::quantize_row`](crate::quant::quantize_row), the products of the
+/// 8-bit values summed exactly in `i32`, and the sum dequantized as
+/// `(a_scale · w_scale) · (sum − a_zero · Σ values[j])`.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_int8(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    values: &[i8],
+    scales: &[f32],
+    c: &mut [f32],
+    epilogue: &Epilogue,
+) {
+    assert!(a.len() >= m * k && values.len() >= n * k && c.len() >= m * n);
+    let mut quantized = vec![0u8; k];
+    for i in 0..m {
+        let row = crate::quant::quantize_row(&a[i * k..(i + 1) * k], &mut quantized);
+        for j in 0..n {
+            let column = &values[j * k..(j + 1) * k];
+            let dot: i32 = quantized
+                .iter()
+                .zip(column)
+                .map(|(&x, &y)| i32::from(x) * i32::from(y))
+                .sum();
+            let column_sum: i32 = column.iter().map(|&y| i32::from(y)).sum();
+            c[i * n + j] = (dot - row.zero * column_sum) as f32 * (row.scale * scales[j]);
+        }
+    }
+    apply_epilogue(m, n, c, epilogue);
+}
+
 /// Applies bias, activation and residual (in that order) to a finished `m×n` product.
 pub fn apply_epilogue(m: usize, n: usize, c: &mut [f32], epilogue: &Epilogue) {
     for i in 0..m {

@@ -1,19 +1,25 @@
 //! The AVX2+FMA micro-kernel: a 6×16 tile in twelve ymm accumulators, the shared
 //! [`tile::kernel`] on [`simd::Avx2`](crate::simd::Avx2).
 
-use super::{tile, GemmKernel, Panels, TileEpilogue};
+use std::marker::PhantomData;
+
+use super::{tile, FloatValue, GemmKernel, Panels, TileEpilogue};
 use crate::dispatch::{record, Kernel};
 use crate::simd;
 use crate::Isa;
 
-pub(crate) struct Avx2Fma;
+/// The f32 kernel, on weights of `B` (f32, or bf16 widened).
+pub(crate) struct Avx2Fma<B = f32>(PhantomData<B>);
 
 const MR: usize = 6;
 /// Columns of the tile, in ymm vectors of 8.
 const NV: usize = 2;
 const NR: usize = 8 * NV;
 
-impl GemmKernel for Avx2Fma {
+impl<B: FloatValue> GemmKernel for Avx2Fma<B> {
+    type A = f32;
+    type B = B;
+
     /// 6×16: 12 of the 16 ymm registers accumulate, two hold a step of B and one a
     /// broadcast of A. Each step issues 12 FMAs against 8 loads, and 12 independent
     /// accumulators cover the FMA latency (4 cycles × 2 pipes). The K loop is unrolled by
@@ -31,7 +37,7 @@ impl GemmKernel for Avx2Fma {
     const NC: usize = 4096;
 
     unsafe fn kernel(
-        panels: Panels,
+        panels: Panels<f32, B>,
         c: *mut f32,
         ldc: usize,
         rows: usize,
@@ -46,14 +52,59 @@ impl GemmKernel for Avx2Fma {
 /// # Safety
 /// As `GemmKernel::kernel`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_6x16(
-    panels: Panels,
+unsafe fn kernel_6x16<B: FloatValue>(
+    panels: Panels<f32, B>,
     c: *mut f32,
     ldc: usize,
     rows: usize,
     accumulate: bool,
     epilogue: Option<&TileEpilogue>,
 ) {
-    record(Kernel::Gemm, Isa::Avx2Fma);
-    tile::kernel::<simd::Avx2, MR, NV, 8>(panels, c, ldc, rows, accumulate, epilogue)
+    record(B::FAMILY, Isa::Avx2Fma);
+    tile::kernel::<simd::Avx2, B, MR, NV, 8>(panels, c, ldc, rows, accumulate, epilogue)
+}
+
+/// int8 weights and 8-bit activations on AVX2, both widened to 16 bits and multiplied by
+/// `vpmaddwd` (see `simd::Avx2`'s `I8Dot`): a 6×16 tile of `i32` sums.
+pub(crate) struct Avx2Int8;
+
+impl GemmKernel for Avx2Int8 {
+    type A = u8;
+    type B = i8;
+    const GROUP: usize = 2;
+    const MR: usize = MR;
+    const NR: usize = NR;
+    /// The f32 kernel's 16 KiB B panel holds 1024 depths of int8.
+    const KC: usize = 1024;
+    const MC: usize = 198;
+    const NC: usize = 4096;
+
+    unsafe fn kernel(
+        panels: Panels<u8, i8>,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        accumulate: bool,
+        epilogue: Option<&TileEpilogue>,
+    ) {
+        // SAFETY: the caller guarantees AVX2 and the operands.
+        unsafe { kernel_6x16_int8(panels, c, ldc, rows, accumulate, epilogue) }
+    }
+}
+
+/// # Safety
+/// As `GemmKernel::kernel`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_6x16_int8(
+    panels: Panels<u8, i8>,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    accumulate: bool,
+    epilogue: Option<&TileEpilogue>,
+) {
+    record(Kernel::GemmInt8, Isa::Avx2Fma);
+    tile::prefetch_tile::<simd::Avx2>(c, ldc, rows, NR, epilogue);
+    let sums = tile::multiply_int8::<simd::Avx2, MR, NV>(panels);
+    tile::finish(sums, c, ldc, rows, accumulate, epilogue);
 }

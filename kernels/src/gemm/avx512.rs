@@ -1,12 +1,17 @@
-//! The AVX-512F micro-kernel: a 6×64 tile in 24 zmm accumulators, the shared
-//! [`tile::kernel`] on [`simd::Avx512`](crate::simd::Avx512).
+//! The AVX-512 micro-kernels, 6×64 tiles in 24 zmm accumulators on
+//! [`simd::Avx512`](crate::simd::Avx512): the shared [`tile::kernel`] on f32 weights (or
+//! bf16 ones widened as they load), and the bf16 (`vdpbf16ps`) and int8 (`vpdpbusd`)
+//! dot-product kernels.
 
-use super::{tile, GemmKernel, Panels, TileEpilogue};
+use std::marker::PhantomData;
+
+use super::{tile, FloatValue, GemmKernel, Panels, TileEpilogue};
 use crate::dispatch::{record, Kernel};
 use crate::simd;
 use crate::Isa;
 
-pub(crate) struct Avx512;
+/// The f32 kernel, on weights of `B` (f32, or bf16 widened).
+pub(crate) struct Avx512<B = f32>(PhantomData<B>);
 
 /// Rows of the tile.
 const MR: usize = 6;
@@ -14,7 +19,10 @@ const MR: usize = 6;
 const NV: usize = 4;
 const NR: usize = 16 * NV;
 
-impl GemmKernel for Avx512 {
+impl<B: FloatValue> GemmKernel for Avx512<B> {
+    type A = f32;
+    type B = B;
+
     /// 6×64: 24 of the 32 zmm registers accumulate, four hold a step of B, and A's values
     /// are broadcast straight from memory into the FMAs. Each step issues 24 FMAs (12
     /// cycles on the two FMA ports) against 4 + 6 loads, and 24 independent accumulators
@@ -43,7 +51,7 @@ impl GemmKernel for Avx512 {
     const NC: usize = 4096;
 
     unsafe fn kernel(
-        panels: Panels,
+        panels: Panels<f32, B>,
         c: *mut f32,
         ldc: usize,
         rows: usize,
@@ -58,14 +66,107 @@ impl GemmKernel for Avx512 {
 /// # Safety
 /// As `GemmKernel::kernel`.
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn kernel_6x64(
-    panels: Panels,
+unsafe fn kernel_6x64<B: FloatValue>(
+    panels: Panels<f32, B>,
     c: *mut f32,
     ldc: usize,
     rows: usize,
     accumulate: bool,
     epilogue: Option<&TileEpilogue>,
 ) {
-    record(Kernel::Gemm, Isa::Avx512);
-    tile::kernel::<simd::Avx512, MR, NV, 4>(panels, c, ldc, rows, accumulate, epilogue)
+    record(B::FAMILY, Isa::Avx512);
+    tile::kernel::<simd::Avx512, B, MR, NV, 4>(panels, c, ldc, rows, accumulate, epilogue)
+}
+
+/// bf16 weights and activations multiplied by `vdpbf16ps` (AVX512_BF16): a 6×64 tile as
+/// the f32 kernel's, each instruction taking two depths, so twice the f32 kernel's
+/// multiply-adds per instruction.
+pub(crate) struct Avx512Bf16;
+
+impl GemmKernel for Avx512Bf16 {
+    type A = u16;
+    type B = u16;
+    const GROUP: usize = 2;
+    const MR: usize = MR;
+    const NR: usize = NR;
+    /// The f32 kernel's 768-deep block in half the bytes: a 96 KiB B panel stays in L2
+    /// beside the task's 9 KiB A panels (`Avx512::KC` says why deep blocks pay).
+    const KC: usize = 768;
+    const MC: usize = 198;
+    const NC: usize = 4096;
+
+    unsafe fn kernel(
+        panels: Panels<u16, u16>,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        accumulate: bool,
+        epilogue: Option<&TileEpilogue>,
+    ) {
+        // SAFETY: the caller guarantees AVX512_BF16 and the operands.
+        unsafe { kernel_6x64_bf16(panels, c, ldc, rows, accumulate, epilogue) }
+    }
+}
+
+/// # Safety
+/// As `GemmKernel::kernel`.
+#[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
+unsafe fn kernel_6x64_bf16(
+    panels: Panels<u16, u16>,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    accumulate: bool,
+    epilogue: Option<&TileEpilogue>,
+) {
+    record(Kernel::GemmBf16, Isa::Avx512);
+    tile::prefetch_tile::<simd::Avx512>(c, ldc, rows, NR, epilogue);
+    let sums = tile::multiply_bf16::<simd::Avx512, MR, NV>(panels);
+    tile::finish(sums, c, ldc, rows, accumulate, epilogue);
+}
+
+/// int8 weights and 8-bit activations multiplied by `vpdpbusd` (AVX512_VNNI): a 6×64
+/// tile of `i32` sums, each instruction taking four depths.
+pub(crate) struct Avx512Vnni;
+
+impl GemmKernel for Avx512Vnni {
+    type A = u8;
+    type B = i8;
+    const GROUP: usize = 4;
+    const MR: usize = MR;
+    const NR: usize = NR;
+    /// The f32 kernel's 192 KiB B panel holds 3072 depths of int8: one block covers ViT's
+    /// widest K, so C is written once, dequantized, never read back.
+    const KC: usize = 3072;
+    const MC: usize = 198;
+    const NC: usize = 4096;
+
+    unsafe fn kernel(
+        panels: Panels<u8, i8>,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        accumulate: bool,
+        epilogue: Option<&TileEpilogue>,
+    ) {
+        // SAFETY: the caller guarantees AVX512_VNNI and the operands.
+        unsafe { kernel_6x64_int8(panels, c, ldc, rows, accumulate, epilogue) }
+    }
+}
+
+/// # Safety
+/// As `GemmKernel::kernel`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+unsafe fn kernel_6x64_int8(
+    panels: Panels<u8, i8>,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    accumulate: bool,
+    epilogue: Option<&TileEpilogue>,
+) {
+    record(Kernel::GemmInt8, Isa::Avx512);
+    tile::prefetch_tile::<simd::Avx512>(c, ldc, rows, NR, epilogue);
+    let sums = tile::multiply_int8::<simd::Avx512, MR, NV>(panels);
+    tile::finish(sums, c, ldc, rows, accumulate, epilogue);
 }

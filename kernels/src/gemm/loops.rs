@@ -1,8 +1,9 @@
 //! The loop nest and the packing, shared by every micro-kernel.
 //!
 //! Packed B (done once, in `pack_weights`): for each K block of depth `d` starting at `p0`,
-//! `⌈n/NR⌉` panels, each `d` steps of `NR` consecutive columns, zero past `n`; the
-//! panel `jp` of that block starts at `p0·n_padded + jp·d·NR`.
+//! `⌈n/NR⌉` panels, each `d / GROUP` steps of `NR` consecutive columns with `GROUP`
+//! consecutive depths per column, zero past `n` and past `k`; the panel `jp` of that
+//! block starts at `p0·n_padded + jp·d·NR`.
 //!
 //! A is read in place, `MR` rows at a time with its own row stride; copying it measured
 //! no faster at batch 1 and cost 4% of a batch-8 forward in `memmove`. Only a row panel
@@ -16,28 +17,33 @@
 //! rows of A stream past it. Meanwhile the first calls on a panel each prefetch one slice of
 //! the next B panel, which otherwise would come from memory at the L2 streamer's pace.
 
-use std::cell::RefCell;
 use std::ops::Range;
 
-use super::{GemmKernel, PackedWeights, Panels, TileEpilogue};
+use super::{AValue, Dequant, GemmKernel, PackedValue, PackedWeights, Panels, TileEpilogue};
 use crate::aligned::AlignedVec;
+use crate::quant::RowQuant;
 use crate::threads::ThreadPool;
-use crate::{Epilogue, Isa};
+use crate::Epilogue;
 
 /// The largest `MR·NR` of any kernel: tiles past C's last column are staged in stack
 /// buffers this big.
 const MAX_TILE: usize = 512;
 
-thread_local! {
-    /// This thread's copy of A's partial last row panel: grows to the deepest K block it
-    /// has held, then is reused.
-    static PACKED_A: RefCell<AlignedVec> = RefCell::new(AlignedVec::default());
+/// The depth of the K blocks of a packed depth `depth` (a multiple of `GROUP`): at most
+/// `KC`, as even as possible, so the last block is not a sliver, and a multiple of `GROUP`.
+fn block_depth<K: GemmKernel>(depth: usize) -> usize {
+    depth
+        .div_ceil(depth.div_ceil(K::KC).max(1))
+        .next_multiple_of(K::GROUP)
 }
 
-/// The depth of `k`'s K blocks: at most `KC`, and as even as possible, so the last block
-/// is not a sliver.
-fn block_depth<K: GemmKernel>(k: usize) -> usize {
-    k.div_ceil(k.div_ceil(K::KC).max(1))
+/// The shape of packed weights.
+pub(super) struct Layout {
+    pub n: usize,
+    pub k: usize,
+    /// `k` rounded up to `GROUP`.
+    pub depth: usize,
+    pub block_depth: usize,
 }
 
 /// The K blocks as `(start, depth)`; a single empty one when `k` is 0, so that the
@@ -47,53 +53,79 @@ fn k_blocks(k: usize, depth: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..count).map(move |b| (b * depth, depth.min(k - b * depth)))
 }
 
+/// Packs `w[n×k]` (row-major) as the module's header describes.
 pub(super) fn pack_weights<K: GemmKernel>(
-    isa: Isa,
     n: usize,
     k: usize,
-    w: &[f32],
-) -> PackedWeights {
-    let depth = block_depth::<K>(k);
+    w: &[K::B],
+) -> (AlignedVec<K::B>, Layout) {
+    let depth = k.next_multiple_of(K::GROUP);
+    let block_depth = block_depth::<K>(depth);
     let n_padded = n.div_ceil(K::NR) * K::NR;
-    let mut panels = AlignedVec::zeroed(n_padded * k);
+    let group = K::GROUP;
+    let mut panels = AlignedVec::zeroed(n_padded * depth);
     let packed = &mut panels[..];
     // An empty K leaves nothing to pack.
-    for (p0, d) in k_blocks(k, depth).filter(|&(_, d)| d > 0) {
+    for (p0, d) in k_blocks(depth, block_depth).filter(|&(_, d)| d > 0) {
         let block = &mut packed[p0 * n_padded..][..d * n_padded];
         for (jp, panel) in block.chunks_exact_mut(d * K::NR).enumerate() {
             for j in 0..K::NR.min(n - jp * K::NR) {
-                let column = &w[(jp * K::NR + j) * k + p0..][..d];
-                for (p, &v) in column.iter().enumerate() {
-                    panel[p * K::NR + j] = v;
+                let column = &w[(jp * K::NR + j) * k..][..k];
+                for p in 0..d.min(k.saturating_sub(p0)) {
+                    panel[(p / group * K::NR + j) * group + p % group] = column[p0 + p];
                 }
             }
         }
     }
-    PackedWeights {
-        isa,
+    let layout = Layout {
         n,
         k,
-        block_depth: depth,
-        panels,
+        depth,
+        block_depth,
+    };
+    (panels, layout)
+}
+
+/// Per K block of `layout`, the sum of each column's quantized weights over the block,
+/// `n` padded to whole panels with zeros: what the int8 kernels subtract for A's zero
+/// points.
+pub(super) fn block_sums<K: GemmKernel>(
+    n: usize,
+    k: usize,
+    values: &[i8],
+    layout: &Layout,
+) -> Vec<i32> {
+    let n_padded = n.div_ceil(K::NR) * K::NR;
+    let blocks: Vec<_> = k_blocks(layout.depth, layout.block_depth).collect();
+    let mut sums = vec![0i32; blocks.len() * n_padded];
+    for (block_sums, &(p0, d)) in sums.chunks_exact_mut(n_padded).zip(&blocks) {
+        let range = p0.min(k)..(p0 + d).min(k);
+        for (j, sum) in block_sums.iter_mut().enumerate().take(n) {
+            *sum = values[j * k..][range.clone()]
+                .iter()
+                .map(|&v| i32::from(v))
+                .sum();
+        }
     }
+    sums
 }
 
 /// Copies A's partial last row panel, rows `rows` (fewer than `MR`) of `a` (row stride
-/// `k`) at depths `p0..p0 + d`, into a full `MR`-row panel of row stride `d` with zero rows
-/// below, so the micro-kernel can read `MR` rows there.
+/// `stride`) at depths `p0..p0 + d`, into a full `MR`-row panel of row stride `d` with
+/// zero rows below, so the micro-kernel can read `MR` rows there.
 fn pack_edge_panel<K: GemmKernel>(
-    a: &[f32],
-    k: usize,
+    a: &[K::A],
+    stride: usize,
     rows: Range<usize>,
     p0: usize,
     d: usize,
-    packed: &mut [f32],
+    packed: &mut [K::A],
 ) {
     for (i, packed_row) in (rows.start..).zip(packed[..K::MR * d].chunks_exact_mut(d.max(1))) {
         if i < rows.end {
-            packed_row.copy_from_slice(&a[i * k + p0..][..d]);
+            packed_row.copy_from_slice(&a[i * stride + p0..][..d]);
         } else {
-            packed_row.fill(0.0);
+            packed_row.fill(K::A::default());
         }
     }
 }
@@ -179,23 +211,36 @@ struct Output {
 unsafe impl Sync for Output {}
 
 /// What every task reads.
-struct Operands<'a> {
-    a: &'a [f32],
+struct Operands<'a, K: GemmKernel> {
+    /// A's rows, `a_stride` apart, as the kernel reads them.
+    a: &'a [K::A],
+    a_stride: usize,
+    /// Each row's quantization, for 8-bit A (`MR` rows past m, zero); else empty.
+    rows: &'a [RowQuant],
     w: &'a PackedWeights,
     epilogue: &'a Epilogue<'a>,
     c: Output,
 }
 
+/// `c = epilogue(a · wᵀ)` for `a` converted for `K` (see `AValue`).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn gemm<K: GemmKernel>(
     m: usize,
-    a: &[f32],
+    a: &[K::A],
+    a_stride: usize,
+    rows: &[RowQuant],
     w: &PackedWeights,
     c: &mut [f32],
     epilogue: &Epilogue,
     pool: &ThreadPool,
 ) {
-    let (n, k) = (w.n, w.k);
-    assert!(a.len() >= m * k, "a holds {} values, not {m}×{k}", a.len());
+    let n = w.n;
+    assert!(
+        m == 0 || a.len() >= (m - 1) * a_stride + w.depth,
+        "a holds {} values, not {m} rows of {}",
+        a.len(),
+        w.depth
+    );
     assert!(c.len() >= m * n, "c holds {} values, not {m}×{n}", c.len());
     assert!(
         epilogue.bias.is_none_or(|b| b.len() >= n),
@@ -209,8 +254,10 @@ pub(super) fn gemm<K: GemmKernel>(
         return;
     }
     let grid = Grid::new::<K>(m, n, pool.threads());
-    let operands = Operands {
+    let operands = Operands::<K> {
         a,
+        a_stride,
+        rows,
         w,
         epilogue,
         c: Output {
@@ -220,40 +267,61 @@ pub(super) fn gemm<K: GemmKernel>(
     };
     pool.run(grid.tasks(), &|task| {
         let tiles = grid.task(task);
-        PACKED_A.with_borrow_mut(|packed| {
-            packed.reserve_len(K::MR * w.block_depth);
+        K::A::with_edge_panel(K::MR * w.block_depth, |packed| {
             multiply_block::<K>(&operands, m, tiles, packed);
         });
     });
 }
 
 /// One task: its tiles of C, over all of K.
-fn multiply_block<K: GemmKernel>(ops: &Operands, m: usize, tiles: TaskTiles, packed_a: &mut [f32]) {
+fn multiply_block<K: GemmKernel>(
+    ops: &Operands<K>,
+    m: usize,
+    tiles: TaskTiles,
+    packed_a: &mut [K::A],
+) {
     let w = ops.w;
-    let (n, k) = (w.n, w.k);
+    let (n, depth, stride) = (w.n, w.depth, ops.a_stride);
     let n_padded = n.div_ceil(K::NR) * K::NR;
+    let w_panels = K::B::panels(w);
     let row_panels = tiles.row_panels();
     // The row panel that extends past C's last row, if this task has it.
     let edge = Some(m / K::MR).filter(|ip| !m.is_multiple_of(K::MR) && row_panels.contains(ip));
-    for (p0, d) in k_blocks(k, w.block_depth) {
+    for (block, (p0, d)) in k_blocks(depth, w.block_depth).enumerate() {
         if let Some(ip) = edge {
-            pack_edge_panel::<K>(ops.a, k, ip * K::MR..m, p0, d, packed_a);
+            pack_edge_panel::<K>(ops.a, stride, ip * K::MR..m, p0, d, packed_a);
         }
-        let last = p0 + d >= k;
+        let last = p0 + d >= depth;
         for jp in tiles.panels.clone() {
-            let b = &w.panels[p0 * n_padded + jp * d * K::NR..][..d * K::NR];
+            let b = &w_panels[p0 * n_padded + jp * d * K::NR..][..d * K::NR];
             let j = jp * K::NR;
             // The panel after this one in memory, which this task reads next (or, past its
             // last panel, soon after): the first calls on this panel prefetch one slice of
-            // it each, so it arrives from memory while this one is multiplied.
-            let next_panel = b.as_ptr_range().end;
-            let slices = K::NR / 4;
+            // `d·16` bytes of it each, so it arrives from memory while this one is
+            // multiplied.
+            let next_panel = b.as_ptr_range().end.cast::<u8>();
+            let slices = K::NR * std::mem::size_of::<K::B>() / 16;
             let own = row_panels.clone().filter(|&ip| tiles.has(ip, jp));
             for (call, ip) in own.enumerate() {
                 let (a_panel, a_stride) = if edge == Some(ip) {
                     (&packed_a[..K::MR * d], d)
                 } else {
-                    (&ops.a[ip * K::MR * k + p0..][..(K::MR - 1) * k + d], k)
+                    (
+                        &ops.a[ip * K::MR * stride + p0..][..(K::MR - 1) * stride + d],
+                        stride,
+                    )
+                };
+                let dequant = match ops.w.storage {
+                    super::Storage::Int8 {
+                        ref scales,
+                        ref sums,
+                        ..
+                    } => Dequant {
+                        a: ops.rows[ip * K::MR..][..K::MR].as_ptr(),
+                        b_scale: scales[j..][..K::NR].as_ptr(),
+                        b_sum: sums[block * n_padded + j..][..K::NR].as_ptr(),
+                    },
+                    _ => Dequant::NONE,
                 };
                 let panels = Panels {
                     depth: d,
@@ -261,10 +329,11 @@ fn multiply_block<K: GemmKernel>(ops: &Operands, m: usize, tiles: TaskTiles, pac
                     a_stride,
                     b: b.as_ptr(),
                     prefetch: if call < slices {
-                        next_panel.wrapping_add(call * d * 4)
+                        next_panel.wrapping_add(call * d * 16)
                     } else {
                         std::ptr::null()
                     },
+                    dequant,
                 };
                 let i = ip * K::MR;
                 let corner = Corner {
@@ -297,8 +366,8 @@ struct Corner {
 /// `panels.a` and `panels.b` must be valid for the `MR·depth` and `NR·depth` reads
 /// `GemmKernel::kernel` makes.
 unsafe fn multiply_tile<K: GemmKernel>(
-    ops: &Operands,
-    panels: Panels,
+    ops: &Operands<K>,
+    panels: Panels<K::A, K::B>,
     at: Corner,
     accumulate: bool,
     last: bool,

@@ -2,20 +2,26 @@
 //! shared [`tile::multiply`] on [`simd::Neon`](crate::simd::Neon) and finished by the
 //! portable kernel's `store_tile` with the reference activations.
 
+use std::marker::PhantomData;
+
 use super::portable::store_tile;
-use super::{tile, GemmKernel, Panels, TileEpilogue};
-use crate::dispatch::{record, Kernel};
+use super::{tile, FloatValue, GemmKernel, Panels, TileEpilogue};
+use crate::dispatch::record;
 use crate::simd::{self, F32s};
 use crate::Isa;
 
-pub(crate) struct Neon;
+/// The f32 kernel, on weights of `B` (f32, or bf16 widened).
+pub(crate) struct Neon<B = f32>(PhantomData<B>);
 
 const MR: usize = 8;
 /// Columns of the tile, in vectors of 4.
 const NV: usize = 2;
 const NR: usize = 4 * NV;
 
-impl GemmKernel for Neon {
+impl<B: FloatValue> GemmKernel for Neon<B> {
+    type A = f32;
+    type B = B;
+
     /// 8×8: 16 of the 32 vector registers accumulate, 4 hold the operands of a step.
     const MR: usize = MR;
     const NR: usize = NR;
@@ -26,7 +32,7 @@ impl GemmKernel for Neon {
     const NC: usize = 4096;
 
     unsafe fn kernel(
-        panels: Panels,
+        panels: Panels<f32, B>,
         c: *mut f32,
         ldc: usize,
         rows: usize,
@@ -41,16 +47,16 @@ impl GemmKernel for Neon {
 /// # Safety
 /// As `GemmKernel::kernel`.
 #[target_feature(enable = "neon")]
-unsafe fn kernel_8x8(
-    panels: Panels,
+unsafe fn kernel_8x8<B: FloatValue>(
+    panels: Panels<f32, B>,
     c: *mut f32,
     ldc: usize,
     rows: usize,
     accumulate: bool,
     epilogue: Option<&TileEpilogue>,
 ) {
-    record(Kernel::Gemm, Isa::Neon);
-    let acc = tile::multiply::<simd::Neon, MR, NV, 4>(panels);
+    record(B::FAMILY, Isa::Neon);
+    let acc = tile::multiply::<simd::Neon, B, MR, NV, 4>(panels);
     let mut tile = [0.0f32; MR * NR];
     for (r, acc_row) in acc.iter().enumerate() {
         for (v, sum) in acc_row.iter().enumerate() {

@@ -2,7 +2,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{F32s, Transcendental};
+use super::{F32s, I8Dot, Transcendental};
 use crate::expf::{exp2_fraction, EXP2_MIN_ARG};
 
 /// Eight `f32` lanes for AVX2 and FMA.
@@ -32,6 +32,11 @@ impl F32s for Avx2 {
     #[inline(always)]
     unsafe fn load(p: *const f32) -> Self {
         Self(_mm256_loadu_ps(p))
+    }
+    #[inline(always)]
+    unsafe fn load_bf16(p: *const u16) -> Self {
+        let widened = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
+        Self(_mm256_castsi256_ps(_mm256_slli_epi32::<16>(widened)))
     }
     #[inline(always)]
     unsafe fn load_tail(p: *const f32, n: usize) -> Self {
@@ -179,5 +184,41 @@ impl Transcendental for Avx2 {
     #[inline(always)]
     unsafe fn lookup8(table: &[f32; 8], n: __m256i) -> Self {
         Self(_mm256_permutevar8x32_ps(_mm256_loadu_ps(table.as_ptr()), n))
+    }
+}
+
+/// AVX2 has no 8-bit dot product that cannot saturate (`vpmaddubsw` saturates its 16-bit
+/// pair sums at 2·255·127), so both operands are widened to 16 bits and multiplied by
+/// `vpmaddwd`, whose pair sums fit `i32` exactly: two products per lane per step.
+impl I8Dot for Avx2 {
+    type Ints = __m256i;
+    const GROUP: usize = 2;
+
+    #[inline(always)]
+    unsafe fn zero_ints() -> __m256i {
+        _mm256_setzero_si256()
+    }
+    #[inline(always)]
+    unsafe fn splat_group(p: *const u8) -> __m256i {
+        // Two u8 values zero-extended into the two i16 halves of every lane.
+        let pair = u32::from(*p) | (u32::from(*p.add(1)) << 16);
+        _mm256_set1_epi32(pair as i32)
+    }
+    #[inline(always)]
+    unsafe fn load_groups(p: *const i8) -> __m256i {
+        _mm256_cvtepi8_epi16(_mm_loadu_si128(p.cast()))
+    }
+    #[inline(always)]
+    unsafe fn dot_groups(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+    }
+    #[inline(always)]
+    unsafe fn sub_scaled(acc: __m256i, zero: i32, sums: *const i32) -> __m256i {
+        let sums = _mm256_loadu_si256(sums.cast());
+        _mm256_sub_epi32(acc, _mm256_mullo_epi32(_mm256_set1_epi32(zero), sums))
+    }
+    #[inline(always)]
+    unsafe fn ints_to_f32(n: __m256i) -> Self {
+        Self(_mm256_cvtepi32_ps(n))
     }
 }

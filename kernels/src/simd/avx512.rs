@@ -2,7 +2,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{F32s, Transcendental};
+use super::{Bf16Dot, F32s, I8Dot, Transcendental};
 use crate::expf::{exp2_fraction, EXP2_MIN_ARG};
 
 /// Sixteen `f32` lanes for AVX-512F (with the AVX2 and FMA beneath it).
@@ -33,6 +33,11 @@ impl F32s for Avx512 {
     #[inline(always)]
     unsafe fn load(p: *const f32) -> Self {
         Self(_mm512_loadu_ps(p))
+    }
+    #[inline(always)]
+    unsafe fn load_bf16(p: *const u16) -> Self {
+        let widened = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast()));
+        Self(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(widened)))
     }
     #[inline(always)]
     unsafe fn load_tail(p: *const f32, n: usize) -> Self {
@@ -168,5 +173,58 @@ impl Transcendental for Avx512 {
     unsafe fn lookup8(table: &[f32; 8], n: __m512i) -> Self {
         let row = _mm512_zextps256_ps512(_mm256_loadu_ps(table.as_ptr()));
         Self(_mm512_permutexvar_ps(n, row))
+    }
+}
+
+/// `vdpbf16ps`: needs AVX512_BF16 as well.
+impl Bf16Dot for Avx512 {
+    type Pairs = __m512bh;
+
+    #[inline(always)]
+    unsafe fn splat_pair(p: *const u16) -> __m512bh {
+        std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
+            p.cast::<i32>().read_unaligned(),
+        ))
+    }
+    #[inline(always)]
+    unsafe fn load_pairs(p: *const u16) -> __m512bh {
+        std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(p.cast()))
+    }
+    #[inline(always)]
+    unsafe fn dot_pairs(self, a: __m512bh, b: __m512bh) -> Self {
+        Self(_mm512_dpbf16_ps(self.0, a, b))
+    }
+}
+
+/// `vpdpbusd`: needs AVX512_VNNI as well. Four `u8·i8` products per lane summed into
+/// `i32` with no intermediate rounding or saturation.
+impl I8Dot for Avx512 {
+    type Ints = __m512i;
+    const GROUP: usize = 4;
+
+    #[inline(always)]
+    unsafe fn zero_ints() -> __m512i {
+        _mm512_setzero_si512()
+    }
+    #[inline(always)]
+    unsafe fn splat_group(p: *const u8) -> __m512i {
+        _mm512_set1_epi32(p.cast::<i32>().read_unaligned())
+    }
+    #[inline(always)]
+    unsafe fn load_groups(p: *const i8) -> __m512i {
+        _mm512_loadu_si512(p.cast())
+    }
+    #[inline(always)]
+    unsafe fn dot_groups(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        _mm512_dpbusd_epi32(acc, a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub_scaled(acc: __m512i, zero: i32, sums: *const i32) -> __m512i {
+        let sums = _mm512_loadu_si512(sums.cast());
+        _mm512_sub_epi32(acc, _mm512_mullo_epi32(_mm512_set1_epi32(zero), sums))
+    }
+    #[inline(always)]
+    unsafe fn ints_to_f32(n: __m512i) -> Self {
+        Self(_mm512_cvtepi32_ps(n))
     }
 }

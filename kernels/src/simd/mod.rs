@@ -11,7 +11,8 @@
 //!
 //! Adding an instruction set: a vector type, an `impl F32s` (and `impl Transcendental`
 //! where the activations are to run on it), and entry points beside the existing ones
-//! in `activation`, `attention`, `gemm` and `norm`.
+//! in `activation`, `attention`, `gemm` and `norm`. The reduced-precision GEMMs add two
+//! narrow traits, [`Bf16Dot`] and [`I8Dot`], for the sets with such dot products.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -42,6 +43,8 @@ pub(crate) trait F32s: Copy {
     unsafe fn zero() -> Self;
     /// `LANES` values from `p`, which need not be aligned.
     unsafe fn load(p: *const f32) -> Self;
+    /// `LANES` bf16 values (their bits) from `p`, widened to `f32` exactly.
+    unsafe fn load_bf16(p: *const u16) -> Self;
     /// The first `n` lanes (`n ≤ LANES`) from `p`, the others 0; reads only those `n`.
     unsafe fn load_tail(p: *const f32, n: usize) -> Self;
     /// As [`F32s::load_tail`], the other lanes taken from `fill`.
@@ -76,6 +79,48 @@ pub(crate) trait F32s: Copy {
     fn prefetch_l1(p: *const f32);
     /// As [`F32s::prefetch_l1`], into L2.
     fn prefetch_l2(p: *const f32);
+}
+
+/// bf16 dot products (`vdpbf16ps`): each `f32` lane sums the products of a pair of bf16
+/// values from each operand.
+///
+/// # Safety
+/// As [`F32s`].
+pub(crate) trait Bf16Dot: F32s {
+    /// `LANES` pairs of bf16 values.
+    type Pairs: Copy;
+
+    /// The pair at `p` (two bf16 values) in every lane.
+    unsafe fn splat_pair(p: *const u16) -> Self::Pairs;
+    /// `LANES` pairs from `p`: `2·LANES` bf16 values, lane `i` holding values `2i, 2i+1`.
+    unsafe fn load_pairs(p: *const u16) -> Self::Pairs;
+    /// `self + a₀·b₀ + a₁·b₁` in each lane, the products exact, the sum in `f32`.
+    unsafe fn dot_pairs(self, a: Self::Pairs, b: Self::Pairs) -> Self;
+}
+
+/// Integer dot products of unsigned 8-bit A values and signed 8-bit B values into `i32`
+/// lanes, `GROUP` products per lane per step, exact (no intermediate saturation).
+///
+/// # Safety
+/// As [`F32s`].
+pub(crate) trait I8Dot: F32s {
+    /// `LANES` `i32` lanes (also the shape a broadcast A group and a B step take).
+    type Ints: Copy;
+    /// Consecutive depths one lane sums per step.
+    const GROUP: usize;
+
+    unsafe fn zero_ints() -> Self::Ints;
+    /// The `GROUP` A values at `p`, in every lane.
+    unsafe fn splat_group(p: *const u8) -> Self::Ints;
+    /// `LANES` groups of `GROUP` B values from `p`, lane `i` holding values
+    /// `GROUP·i .. GROUP·(i + 1)`.
+    unsafe fn load_groups(p: *const i8) -> Self::Ints;
+    /// `acc + Σ aᵢ·bᵢ` over each lane's group.
+    unsafe fn dot_groups(acc: Self::Ints, a: Self::Ints, b: Self::Ints) -> Self::Ints;
+    /// `acc − zero · sums` in each lane, in `i32` (`zero` is a scalar).
+    unsafe fn sub_scaled(acc: Self::Ints, zero: i32, sums: *const i32) -> Self::Ints;
+    /// Each lane converted to `f32`, rounded to nearest.
+    unsafe fn ints_to_f32(n: Self::Ints) -> Self;
 }
 
 /// What the activations (and their exp, expm1 and erf) need beyond [`F32s`]: division,

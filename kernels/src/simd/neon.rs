@@ -25,6 +25,10 @@ impl F32s for Neon {
         Self(vld1q_f32(p))
     }
     #[inline(always)]
+    unsafe fn load_bf16(p: *const u16) -> Self {
+        Self(vreinterpretq_f32_u32(vshll_n_u16::<16>(vld1_u16(p))))
+    }
+    #[inline(always)]
     unsafe fn load_tail(p: *const f32, n: usize) -> Self {
         Self::load_tail_or(p, n, Self::zero())
     }
