@@ -67,7 +67,7 @@ fn main() {
     let preferred = preferred.map(|a| a.get_info().name);
     for precision in [Precision::F32, Precision::F16] {
         let options = BackendOptions {
-            precision,
+            precision: Some(precision),
             ..Default::default()
         };
         let opened = vitmsn::internals::backend::create(BackendKind::Gpu, &options);

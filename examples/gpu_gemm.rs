@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use vitmsn::internals::backend::Backend;
 use vitmsn::internals::bench::arch_config;
-use vitmsn::internals::graph::{ConstRole, Constant, Graph, Op};
+use vitmsn::internals::graph::{ConstData, ConstRole, Constant, Graph, Op};
 use vitmsn::internals::plan::Plan;
 use vitmsn::Precision;
 use vitmsn::{BackendKind, BackendOptions};
@@ -52,7 +52,7 @@ fn main() {
             Err(e) => return eprintln!("{e}"),
         };
         let options = BackendOptions {
-            precision,
+            precision: Some(precision),
             ..Default::default()
         };
         let mut backend: Arc<dyn Backend> =
@@ -135,12 +135,12 @@ fn time_linear(
     loading.load_constants(vec![
         Constant {
             name: "weight".into(),
-            data: values(n * k, 1),
+            data: ConstData::F32(values(n * k, 1)),
             role: ConstRole::LinearWeight { n, k },
         },
         Constant {
             name: "bias".into(),
-            data: values(n, 2),
+            data: ConstData::F32(values(n, 2)),
             role: ConstRole::Vector,
         },
     ])?;

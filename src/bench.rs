@@ -50,6 +50,8 @@ pub struct BenchReport {
     pub backend: String,
     /// The CPU kernels' instruction set, for backends that choose one.
     pub isa: Option<&'static str>,
+    /// `f32`, `f16`, `bf16` or `int8`.
+    pub precision: &'static str,
     pub threads: usize,
     pub batch: usize,
     pub iters: usize,
@@ -158,6 +160,7 @@ pub fn run(
         model: model_name.to_string(),
         backend: model.backend_name().to_string(),
         isa: model.backend_isa().map(Isa::name),
+        precision: model.precision().name(),
         threads: model.backend_threads(),
         batch,
         iters: times.len(),

@@ -14,8 +14,51 @@ pub type ConstId = usize;
 pub struct Constant {
     /// The checkpoint name (or names, for a fused tensor), for messages.
     pub name: String,
-    pub data: Vec<f32>,
+    pub data: ConstData,
     pub role: ConstRole,
+}
+
+/// A constant's values in the format the backend asked for (`Backend::weight_format`):
+/// only `Linear` weights are ever bf16 or int8.
+#[derive(Clone, Debug)]
+pub enum ConstData {
+    F32(Vec<f32>),
+    /// bf16 bits.
+    Bf16(Vec<u16>),
+    /// Symmetric per row: `w[j][p] ≈ scales[j] · values[j·k + p]`.
+    Int8 {
+        values: Vec<i8>,
+        scales: Vec<f32>,
+    },
+}
+
+impl ConstData {
+    /// The `f32` values of a constant the backend asked for in `f32`.
+    ///
+    /// Panics for another format: the loader makes constants only in the format the
+    /// backend names, so that is a bug.
+    pub fn into_f32(self) -> Vec<f32> {
+        match self {
+            ConstData::F32(values) => values,
+            other => panic!("a {} constant given to an f32 backend", other.format_name()),
+        }
+    }
+
+    /// As [`ConstData::into_f32`], borrowed.
+    pub fn as_f32(&self) -> &[f32] {
+        match self {
+            ConstData::F32(values) => values,
+            other => panic!("a {} constant given to an f32 backend", other.format_name()),
+        }
+    }
+
+    fn format_name(&self) -> &'static str {
+        match self {
+            ConstData::F32(_) => "f32",
+            ConstData::Bf16(_) => "bf16",
+            ConstData::Int8 { .. } => "int8",
+        }
+    }
 }
 
 /// What a constant is used for, so a backend can lay it out for its kernels at load time.

@@ -76,7 +76,7 @@ pub mod internals {
     }
     /// The graph a forward runs.
     pub mod graph {
-        pub use crate::graph::{ConstRole, Constant, Graph, Op};
+        pub use crate::graph::{ConstData, ConstRole, Constant, Graph, Op};
     }
     /// Forward inputs and outputs as safetensors files.
     pub mod io {

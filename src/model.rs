@@ -5,7 +5,7 @@ use crate::backend::{self, Backend, BackendKind, BackendOptions, Precision};
 use crate::config::ViTMSNConfig;
 use crate::error::{Error, Result};
 use crate::executor::{Executor, OpTime};
-use crate::graph::{patch_rows, ConstId, ConstRole, Constant, Graph, Op, ValueId};
+use crate::graph::{patch_rows, ConstData, ConstId, ConstRole, Constant, Graph, Op, ValueId};
 use crate::interpolate;
 use crate::loss::{self, Labels};
 use crate::plan::CompiledGraph;
@@ -15,11 +15,15 @@ use crate::weights::Weights;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
+use vitmsn_kernels::gemm::WeightFormat;
 use vitmsn_kernels::{Activation, AttentionShape, Isa};
 
 /// Collects the constants of a model while its modules load, checking names and shapes.
 struct Loader<'w> {
     weights: &'w Weights,
+    /// What the backend takes `Linear` weights as: each is converted as it is read, so a
+    /// bf16 or int8 model never holds all its weights in f32.
+    format: WeightFormat,
     constants: Vec<Constant>,
     /// The modules being loaded, outermost first: names are looked up under them.
     scope: Vec<String>,
@@ -53,28 +57,68 @@ impl Loader<'_> {
         self.weights.get(&self.name(name), shape)
     }
 
-    fn add(&mut self, name: String, data: Vec<f32>, role: ConstRole) -> ConstId {
+    fn add(&mut self, name: String, data: ConstData, role: ConstRole) -> ConstId {
         self.constants.push(Constant { name, data, role });
         self.constants.len() - 1
     }
 
     fn vector(&mut self, name: &str, shape: &[usize]) -> Result<ConstId> {
-        let data = self.get(name, shape)?;
+        let data = ConstData::F32(self.get(name, shape)?);
         Ok(self.add(self.name(name), data, ConstRole::Vector))
     }
 
+    /// The values of `name` as the backend takes a constant of `role`: a `Linear`
+    /// weight (`shape[0]` output rows) in the backend's weight format, anything else f32.
+    fn data(&self, name: &str, shape: &[usize], role: ConstRole) -> Result<ConstData> {
+        let full = self.name(name);
+        Ok(match (role, self.format) {
+            (ConstRole::Vector, _) | (_, WeightFormat::F32) => {
+                ConstData::F32(self.weights.get(&full, shape)?)
+            }
+            (_, WeightFormat::Bf16) => ConstData::Bf16(self.weights.get_bf16(&full, shape)?),
+            (_, WeightFormat::Int8) => {
+                let (values, scales) = self.weights.get_int8(&full, shape)?;
+                ConstData::Int8 { values, scales }
+            }
+        })
+    }
+
+    /// The weight `name` of a `Linear` (or of the patch embedding) with `n` outputs of `k`
+    /// inputs.
+    fn matrix(&mut self, name: &str, shape: &[usize], n: usize, k: usize) -> Result<ConstId> {
+        let role = ConstRole::LinearWeight { n, k };
+        let data = self.data(name, shape, role)?;
+        Ok(self.add(self.name(name), data, role))
+    }
+
     /// Several tensors of shape `[rows_i, ..rest]` stacked along their first axis into one
-    /// constant (how the query, key and value projections become one GEMM).
+    /// constant (how the query, key and value projections become one GEMM). Int8 weights
+    /// stack with their per-row scales.
     fn stacked(&mut self, names: &[String], shape: &[usize], role: ConstRole) -> Result<ConstId> {
         // Every part is checked against the checkpoint before the stack is allocated, so
         // a config that asks for more than the file holds fails without allocating.
         let parts = names
             .iter()
-            .map(|name| self.get(name, shape))
+            .map(|name| self.data(name, shape, role))
             .collect::<Result<Vec<_>>>()?;
-        let mut data = Vec::with_capacity(parts.iter().map(|part| part.len()).sum());
-        for part in &parts {
-            data.extend_from_slice(part);
+        let mut parts = parts.into_iter();
+        let mut data = parts.next().expect("a stack has parts");
+        for part in parts {
+            match (&mut data, part) {
+                (ConstData::F32(all), ConstData::F32(part)) => all.extend(part),
+                (ConstData::Bf16(all), ConstData::Bf16(part)) => all.extend(part),
+                (
+                    ConstData::Int8 { values, scales },
+                    ConstData::Int8 {
+                        values: part_values,
+                        scales: part_scales,
+                    },
+                ) => {
+                    values.extend(part_values);
+                    scales.extend(part_scales);
+                }
+                _ => unreachable!("every part is read in the same format"),
+            }
         }
         let full_names: Vec<String> = names.iter().map(|name| self.name(name)).collect();
         Ok(self.add(full_names.join("+"), data, role))
@@ -91,12 +135,8 @@ struct Linear {
 
 impl Linear {
     fn load(l: &mut Loader, in_features: usize, out_features: usize, bias: bool) -> Result<Self> {
-        let data = l.get("weight", &[out_features, in_features])?;
-        let role = ConstRole::LinearWeight {
-            n: out_features,
-            k: in_features,
-        };
-        let weight = l.add(l.name("weight"), data, role);
+        let shape = [out_features, in_features];
+        let weight = l.matrix("weight", &shape, out_features, in_features)?;
         let bias = if bias {
             Some(l.vector("bias", &[out_features])?)
         } else {
@@ -199,15 +239,7 @@ struct ViTMSNPatchEmbeddings {
 impl ViTMSNPatchEmbeddings {
     fn load(l: &mut Loader, c: &ViTMSNConfig) -> Result<Self> {
         let (p, ch, d) = (c.patch(), c.num_channels, c.hidden_size);
-        let data = l.get("projection.weight", &[d, ch, p, p])?;
-        let weight = l.add(
-            l.name("projection.weight"),
-            data,
-            ConstRole::LinearWeight {
-                n: d,
-                k: ch * p * p,
-            },
-        );
+        let weight = l.matrix("projection.weight", &[d, ch, p, p], d, ch * p * p)?;
         let bias = l.vector("projection.bias", &[d])?;
         Ok(Self {
             weight,
@@ -723,7 +755,7 @@ impl ViTMSNBuilder {
 
     /// The storage precision of weights and activations.
     pub fn precision(mut self, precision: Precision) -> Self {
-        self.options.precision = precision;
+        self.options.precision = Some(precision);
         self
     }
 
@@ -755,7 +787,13 @@ impl ViTMSNBuilder {
         let kind = self
             .backend
             .unwrap_or_else(BackendKind::default_for_this_cpu);
-        let backend = backend::create(kind, &self.options)?;
+        let mut options = self.options.clone();
+        // A checkpoint `vitmsn quantize` wrote runs in int8 unless asked otherwise (its
+        // weights are dequantized for the other precisions and backends).
+        if options.precision.is_none() && kind == BackendKind::Cpu && weights.is_quantized() {
+            options.precision = Some(Precision::Int8);
+        }
+        let backend = backend::create(kind, &options)?;
         ViTMSN::with_head(config, weights, backend, !self.backbone_only)
     }
 }
@@ -781,6 +819,7 @@ impl std::fmt::Debug for ViTMSN {
             .field("backend", &backend.name())
             .field("threads", &backend.threads())
             .field("isa", &backend.isa())
+            .field("precision", &backend.precision())
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -841,6 +880,7 @@ impl ViTMSN {
         };
         let mut loader = Loader {
             weights,
+            format: backend.weight_format(),
             constants: Vec::new(),
             scope: Vec::new(),
         };
@@ -916,6 +956,11 @@ impl ViTMSN {
     /// The instruction set of the backend's CPU kernels, where it chooses one.
     pub fn backend_isa(&self) -> Option<Isa> {
         self.executor.backend().isa()
+    }
+
+    /// The precision the model's weights and products run in.
+    pub fn precision(&self) -> Precision {
+        self.executor.backend().precision()
     }
 
     /// Runs the model on one batch.

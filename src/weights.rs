@@ -3,6 +3,7 @@
 
 use crate::error::{one_line, shape_text, Error, Result};
 use crate::safetensors_file::{SafetensorsFile, TensorEntry};
+use safetensors::tensor::Dtype;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -108,11 +109,74 @@ impl Weights {
         }
     }
 
-    /// The tensor `name` as f32, checked to have `shape`.
+    /// The tensor `name` as f32, checked to have `shape`. An int8 tensor (as `vitmsn
+    /// quantize` writes them) is dequantized with its scales.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         if let Some(seed) = self.random_seed {
             return Ok(random_values(seed, name, shape.iter().product()));
         }
+        let (file, entry) = self.entry(name, shape)?;
+        if entry.dtype == Dtype::I8 {
+            let (values, scales) = self.get_int8(name, shape)?;
+            let row = values.len() / scales.len().max(1);
+            return Ok(values
+                .iter()
+                .enumerate()
+                .map(|(i, &q)| scales[i / row.max(1)] * f32::from(q))
+                .collect());
+        }
+        file.f32_data(entry, name)
+    }
+
+    /// The tensor `name` as bf16 bits, checked to have `shape`: a BF16 tensor as stored,
+    /// anything else rounded from f32.
+    pub fn get_bf16(&self, name: &str, shape: &[usize]) -> Result<Vec<u16>> {
+        if self.random_seed.is_none() {
+            let (file, entry) = self.entry(name, shape)?;
+            if entry.dtype == Dtype::BF16 {
+                return Ok(file
+                    .bytes(entry)?
+                    .chunks_exact(2)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                    .collect());
+            }
+        }
+        Ok(vitmsn_kernels::bf16::from_f32_slice(
+            &self.get(name, shape)?,
+        ))
+    }
+
+    /// The weight matrix `name` (`shape[0]` rows of the other dimensions' product) as int8
+    /// values and one scale per row: an I8 tensor with its `{name}_scale` as stored (as
+    /// `vitmsn quantize` writes them), anything else quantized from f32
+    /// (`quant::quantize_weights`).
+    pub fn get_int8(&self, name: &str, shape: &[usize]) -> Result<(Vec<i8>, Vec<f32>)> {
+        let rows = shape.first().copied().unwrap_or(1);
+        let row_len = shape.iter().skip(1).product::<usize>();
+        if self.random_seed.is_none() {
+            let (file, entry) = self.entry(name, shape)?;
+            if entry.dtype == Dtype::I8 {
+                let values = file.bytes(entry)?.into_iter().map(|b| b as i8).collect();
+                let scale_name = scale_name(name);
+                let scales = self
+                    .get(&scale_name, &[rows])
+                    .map_err(|e| Error::Weights(format!("int8 {name} without its scales: {e}")))?;
+                return Ok((values, scales));
+            }
+        }
+        let w = self.get(name, shape)?;
+        Ok(vitmsn_kernels::quant::quantize_weights(rows, row_len, &w))
+    }
+
+    /// Whether the checkpoint holds int8 weights (one that `vitmsn quantize` wrote).
+    pub fn is_quantized(&self) -> bool {
+        self.index
+            .values()
+            .any(|(_, entry)| entry.dtype == Dtype::I8)
+    }
+
+    /// The file and header of tensor `name`, checked to have `shape`.
+    fn entry(&self, name: &str, shape: &[usize]) -> Result<(&SafetensorsFile, &TensorEntry)> {
         let (file, entry) = self
             .index
             .get(name)
@@ -124,8 +188,13 @@ impl Weights {
                 shape_text(shape)
             )));
         }
-        self.files[*file].f32_data(entry, name)
+        Ok((&self.files[*file], entry))
     }
+}
+
+/// The name of the per-row scales of the int8 tensor `name`.
+pub fn scale_name(name: &str) -> String {
+    format!("{name}_scale")
 }
 
 /// The files of the model folder `dir` that loading it may read, whether they exist or

@@ -12,7 +12,7 @@ use proptest::test_runner::{RngSeed, TestCaseResult, TestRunner};
 use std::cell::RefCell;
 use std::sync::Arc;
 use vitmsn::internals::backend::Backend;
-use vitmsn::internals::graph::{ConstRole, Constant, Graph, Op};
+use vitmsn::internals::graph::{ConstData, ConstRole, Constant, Graph, Op};
 use vitmsn::internals::plan::{Plan, Slot};
 use vitmsn::Precision;
 use vitmsn::{BackendKind, BackendOptions, Tensor};
@@ -29,7 +29,7 @@ impl Gpu {
     /// `None` when the test is to be skipped (see `common::gpu_ready`).
     fn new(precision: Precision) -> Option<Self> {
         let options = BackendOptions {
-            precision,
+            precision: Some(precision),
             ..Default::default()
         };
         common::gpu_ready(&options).then(|| Self {
@@ -54,7 +54,7 @@ impl Gpu {
             .enumerate()
             .map(|(i, data)| Constant {
                 name: format!("constant {i}"),
-                data: data.to_vec(),
+                data: ConstData::F32(data.to_vec()),
                 role: ConstRole::Vector,
             })
             .collect();

@@ -28,7 +28,7 @@ fn every_fixture_matches_transformers_in_f32() {
 #[test]
 fn every_fixture_matches_transformers_in_f16() {
     let options = BackendOptions {
-        precision: Precision::F16,
+        precision: Some(Precision::F16),
         ..Default::default()
     };
     if common::gpu_ready(&options) {
@@ -51,7 +51,7 @@ fn matches_the_scalar_backend_on_a_full_size_sequence() {
         (Precision::F16, F16_TOLERANCE),
     ] {
         let options = BackendOptions {
-            precision,
+            precision: Some(precision),
             ..Default::default()
         };
         if common::gpu_ready(&options) {

@@ -2,6 +2,8 @@
 //! each SIMD instruction set this CPU has (AVX-512 and AVX2 rows on an AVX-512 CPU).
 //! `gemm` reuses one weight matrix, warm in the caches; `gemm_cold_weights` cycles through
 //! copies of it from memory, as a forward meets each layer's weights, on the best set.
+//! `gemm_bf16` and `gemm_int8` are `gemm` with the weights in bf16 and int8, on each
+//! set's best kernel for them (`vdpbf16ps`, `vpdpbusd` where the CPU has them).
 //!
 //! Throughput is counted as 2·m·n·k elements, so criterion's "elem/s" reads as FLOP/s.
 //! Before each shape the FMA peak of its instruction set and thread count is benched too,
@@ -12,7 +14,7 @@ mod common;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use vitmsn_kernels::gemm::{gemm_packed, PackedWeights};
+use vitmsn_kernels::gemm::{gemm_packed, PackedWeights, WeightFormat};
 use vitmsn_kernels::threads::ThreadPool;
 use vitmsn_kernels::{Activation, Epilogue, Isa};
 
@@ -64,7 +66,13 @@ fn isas() -> Vec<Isa> {
 /// Weights for one shape: one packed copy, or with `cold`, enough copies (at least
 /// `COLD_BYTES` in all) that each call finds its copy evicted from the caches, as every
 /// layer of a forward does.
-fn weight_copies(isa: Isa, n: usize, k: usize, cold: bool) -> Vec<PackedWeights> {
+fn weight_copies(
+    format: WeightFormat,
+    isa: Isa,
+    n: usize,
+    k: usize,
+    cold: bool,
+) -> Vec<PackedWeights> {
     /// Three times vit-msn-small's 87 MB of weights, which a forward sweeps once each.
     const COLD_BYTES: usize = 256 << 20;
     let copies = if cold {
@@ -73,12 +81,24 @@ fn weight_copies(isa: Isa, n: usize, k: usize, cold: bool) -> Vec<PackedWeights>
         1
     };
     let w = values(n * k);
+    let bf16 = vitmsn_kernels::bf16::from_f32_slice(&w);
+    let (int8, scales) = vitmsn_kernels::quant::quantize_weights(n, k, &w);
     (0..copies)
-        .map(|_| PackedWeights::new(isa, n, k, &w))
+        .map(|_| match format {
+            WeightFormat::F32 => PackedWeights::new(isa, n, k, &w),
+            WeightFormat::Bf16 => PackedWeights::from_bf16(isa, n, k, &bf16),
+            WeightFormat::Int8 => PackedWeights::from_int8(isa, n, k, &int8, &scales),
+        })
         .collect()
 }
 
-fn bench_shapes(c: &mut Criterion, group_name: &str, isas: &[Isa], cold: bool) {
+fn bench_shapes(
+    c: &mut Criterion,
+    group_name: &str,
+    format: WeightFormat,
+    isas: &[Isa],
+    cold: bool,
+) {
     let pools = [ThreadPool::new(1), ThreadPool::new(2)];
     let mut group = c.benchmark_group(group_name);
     group.sample_size(10);
@@ -95,7 +115,8 @@ fn bench_shapes(c: &mut Criterion, group_name: &str, isas: &[Isa], cold: bool) {
         .iter()
         .flat_map(|&isa| SHAPES.map(|shape| (isa, shape)))
     {
-        let weights = weight_copies(isa, n, k, cold);
+        let weights = weight_copies(format, isa, n, k, cold);
+        let kernel = weights[0].kernel_name();
         let a = values(m * k);
         let bias = values(n);
         let residual = values(m * n);
@@ -121,7 +142,7 @@ fn bench_shapes(c: &mut Criterion, group_name: &str, isas: &[Isa], cold: bool) {
             common::bench_fma_peak(&mut group, isa, pool, &format!("{m}x{k}x{n}"));
             group.throughput(Throughput::Elements((2 * m * n * k) as u64));
             let id = BenchmarkId::new(
-                format!("{isa:?}/{m}x{k}x{n}"),
+                format!("{kernel}/{m}x{k}x{n}"),
                 format!("{}t", pool.threads()),
             );
             let mut next = weights.iter().cycle();
@@ -144,13 +165,29 @@ fn bench_shapes(c: &mut Criterion, group_name: &str, isas: &[Isa], cold: bool) {
 
 /// One weight matrix, warm in the caches from the previous call: the kernel's own speed.
 fn gemm(c: &mut Criterion) {
-    bench_shapes(c, "gemm", &isas(), false);
+    bench_shapes(c, "gemm", WeightFormat::F32, &isas(), false);
 }
 
 /// The weights cycled through from memory as in a forward, on the best instruction set.
 fn gemm_cold_weights(c: &mut Criterion) {
-    bench_shapes(c, "gemm_cold_weights", &isas()[..1], true);
+    bench_shapes(
+        c,
+        "gemm_cold_weights",
+        WeightFormat::F32,
+        &isas()[..1],
+        true,
+    );
 }
 
-criterion_group!(benches, gemm, gemm_cold_weights);
+/// `gemm` with bf16 weights.
+fn gemm_bf16(c: &mut Criterion) {
+    bench_shapes(c, "gemm_bf16", WeightFormat::Bf16, &isas(), false);
+}
+
+/// `gemm` with int8 weights.
+fn gemm_int8(c: &mut Criterion) {
+    bench_shapes(c, "gemm_int8", WeightFormat::Int8, &isas(), false);
+}
+
+criterion_group!(benches, gemm, gemm_cold_weights, gemm_bf16, gemm_int8);
 criterion_main!(benches);

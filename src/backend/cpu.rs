@@ -4,13 +4,13 @@
 //! Linear weights are packed for the GEMM micro-kernel at load and the originals dropped.
 
 use super::host::{self, HostSlots};
-use super::{Backend, Workspace};
+use super::{Backend, Precision, Workspace};
 use crate::error::{Error, Result};
-use crate::graph::{patch_rows, ConstRole, Constant, Graph, Op};
+use crate::graph::{patch_rows, ConstData, ConstRole, Constant, Graph, Op};
 use crate::plan::{Plan, Slot};
 use std::sync::Arc;
 use vitmsn_kernels::attention::{self, AttentionScratch};
-use vitmsn_kernels::gemm::{gemm_packed, PackedWeights};
+use vitmsn_kernels::gemm::{gemm_packed, PackedWeights, WeightFormat};
 use vitmsn_kernels::threads::{RowBlockFn, ThreadPool};
 use vitmsn_kernels::{norm, scalar, Epilogue, Isa};
 
@@ -24,6 +24,7 @@ enum CpuConstant {
 /// take turns on the pool.
 pub struct CpuBackend {
     isa: Isa,
+    weight_format: WeightFormat,
     pool: ThreadPool,
     constants: Vec<CpuConstant>,
     memory_budget: u64,
@@ -57,10 +58,19 @@ impl CpuBackend {
             .map_err(|e| Error::Backend(format!("cannot start {threads} CPU threads: {e}")))?;
         Ok(Self {
             isa,
+            weight_format: WeightFormat::F32,
             pool,
             constants: Vec::new(),
             memory_budget,
         })
+    }
+}
+
+impl CpuBackend {
+    /// The backend with its `Linear` weights stored (and multiplied) in `format`.
+    pub fn with_weight_format(mut self, format: WeightFormat) -> Self {
+        self.weight_format = format;
+        self
     }
 }
 
@@ -86,16 +96,35 @@ impl Backend for CpuBackend {
         Some(self.memory_budget)
     }
 
+    fn weight_format(&self) -> WeightFormat {
+        self.weight_format
+    }
+
+    fn precision(&self) -> Precision {
+        match self.weight_format {
+            WeightFormat::F32 => Precision::F32,
+            WeightFormat::Bf16 => Precision::Bf16,
+            WeightFormat::Int8 => Precision::Int8,
+        }
+    }
+
     fn load_constants(&mut self, constants: Vec<Constant>) -> Result<()> {
         // Each original is dropped as soon as its packed copy exists, so the weights are
         // never resident twice.
+        let isa = self.isa;
         self.constants = constants
             .into_iter()
-            .map(|c| match c.role {
-                ConstRole::LinearWeight { n, k } => {
-                    CpuConstant::Packed(PackedWeights::new(self.isa, n, k, &c.data))
+            .map(|c| match (c.role, c.data) {
+                (ConstRole::LinearWeight { n, k }, ConstData::F32(w)) => {
+                    CpuConstant::Packed(PackedWeights::new(isa, n, k, &w))
                 }
-                ConstRole::Vector => CpuConstant::Values(c.data),
+                (ConstRole::LinearWeight { n, k }, ConstData::Bf16(w)) => {
+                    CpuConstant::Packed(PackedWeights::from_bf16(isa, n, k, &w))
+                }
+                (ConstRole::LinearWeight { n, k }, ConstData::Int8 { values, scales }) => {
+                    CpuConstant::Packed(PackedWeights::from_int8(isa, n, k, &values, &scales))
+                }
+                (ConstRole::Vector, data) => CpuConstant::Values(data.into_f32()),
             })
             .collect();
         Ok(())

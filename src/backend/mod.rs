@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::graph::{Constant, Graph, Op};
 use crate::plan::{Plan, Slot};
 use std::sync::Arc;
+use vitmsn_kernels::gemm::WeightFormat;
 use vitmsn_kernels::Isa;
 
 pub mod cpu;
@@ -44,6 +45,15 @@ pub trait Backend: Send + Sync {
     /// op. A backend that only records ops and runs them all in `read` says no.
     fn runs_ops_when_called(&self) -> bool {
         true
+    }
+    /// The precision its weights and products run in.
+    fn precision(&self) -> Precision {
+        Precision::F32
+    }
+    /// The format the backend takes `Linear` weights in (see `ConstData`); every other
+    /// constant is `f32`.
+    fn weight_format(&self) -> WeightFormat {
+        WeightFormat::F32
     }
     /// Takes the model's weights, indexed by `ConstId`; a backend may repack or upload
     /// them and drop the originals.
@@ -129,14 +139,17 @@ pub struct BackendOptions {
     pub threads: Option<usize>,
     /// The CPU backend's kernels; `None` takes the best this CPU runs.
     pub isa: Option<Isa>,
-    /// Storage precision of weights and activations on the GPU backend.
-    pub precision: Precision,
+    /// The precision of weights and of the products that use them; `None` takes `f32`,
+    /// or `int8` for a checkpoint that `vitmsn quantize` wrote.
+    pub precision: Option<Precision>,
     /// The most bytes the scalar and CPU backends may allocate for a forward's
     /// activations; `None` takes [`memory::default_budget`].
     pub max_memory: Option<u64>,
 }
 
-/// Storage precision. Arithmetic accumulates in f32 either way.
+/// The precision of weights and of the matrix products that use them. Layer norms,
+/// softmax, activations and residuals stay in `f32`, and sums accumulate in `f32` (`i32`
+/// for int8) whatever the precision.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
     #[default]
@@ -144,19 +157,61 @@ pub enum Precision {
     F32,
     /// 16-bit floats in GPU storage (the `gpu` backend only).
     F16,
+    /// bfloat16 weights, and activations rounded to bf16 where they enter a `Linear`
+    /// (the `cpu` backend only): half the weight memory, and twice the arithmetic where
+    /// the CPU has AVX512_BF16.
+    Bf16,
+    /// int8 weights (symmetric per output channel), and activations quantized to 8 bits
+    /// per token where they enter a `Linear`, as ONNX Runtime's and PyTorch's dynamic
+    /// quantization do (the `cpu` backend only).
+    Int8,
+}
+
+impl Precision {
+    /// Every precision, in the order `--help` lists them.
+    pub const ALL: [Precision; 4] = [Self::F32, Self::F16, Self::Bf16, Self::Int8];
+
+    /// The name users select it by (`--precision`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Bf16 => "bf16",
+            Self::Int8 => "int8",
+        }
+    }
+
+    /// The backend a reduced precision runs on; `None` for f32, which runs on all.
+    pub fn only_backend(self) -> Option<BackendKind> {
+        match self {
+            Self::F32 => None,
+            Self::F16 => Some(BackendKind::Gpu),
+            Self::Bf16 | Self::Int8 => Some(BackendKind::Cpu),
+        }
+    }
+
+    /// How the `cpu` backend stores `Linear` weights in this precision.
+    fn weight_format(self) -> WeightFormat {
+        match self {
+            Self::Bf16 => WeightFormat::Bf16,
+            Self::Int8 => WeightFormat::Int8,
+            Self::F32 | Self::F16 => WeightFormat::F32,
+        }
+    }
 }
 
 impl std::str::FromStr for Precision {
     type Err = Error;
 
     fn from_str(name: &str) -> Result<Self> {
-        match name {
-            "f32" => Ok(Self::F32),
-            "f16" => Ok(Self::F16),
-            other => Err(Error::InvalidOption(format!(
-                "unknown precision \"{other}\" (expected f32 or f16)"
-            ))),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| {
+                Error::InvalidOption(format!(
+                    "unknown precision \"{name}\" (expected f32, f16, bf16 or int8)"
+                ))
+            })
     }
 }
 
@@ -164,15 +219,27 @@ impl std::str::FromStr for Precision {
 /// the `VITMSN_THREADS` environment variable, else the number of cores; its instruction
 /// set from `options`, else `VITMSN_ISA`, else the best this CPU supports.
 pub fn create(kind: BackendKind, options: &BackendOptions) -> Result<Box<dyn Backend>> {
+    let precision = options.precision.unwrap_or_default();
+    if let Some(only) = precision.only_backend().filter(|&only| only != kind) {
+        return Err(Error::InvalidOption(format!(
+            "precision {} runs on the {} backend only, not on {}",
+            precision.name(),
+            only.name(),
+            kind.name()
+        )));
+    }
     match kind {
         BackendKind::Scalar => Ok(Box::new(scalar::ScalarBackend::with_budget(memory_budget(
             options,
         )))),
-        BackendKind::Cpu => Ok(Box::new(cpu::CpuBackend::new(
-            cpu_threads(options)?,
-            cpu_isa(options)?,
-            memory_budget(options),
-        )?)),
+        BackendKind::Cpu => Ok(Box::new(
+            cpu::CpuBackend::new(
+                cpu_threads(options)?,
+                cpu_isa(options)?,
+                memory_budget(options),
+            )?
+            .with_weight_format(precision.weight_format()),
+        )),
         #[cfg(feature = "gpu")]
         BackendKind::Gpu => Ok(Box::new(gpu::GpuBackend::new(options)?)),
         #[cfg(not(feature = "gpu"))]

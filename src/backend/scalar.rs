@@ -69,7 +69,7 @@ impl Workspace for ScalarWorkspace {
 
     fn run(&mut self, op: &Op, inputs: &[Slot], outputs: &[Slot]) -> Result<()> {
         let constants = &self.backend.constants;
-        let constant = |id: usize| -> &[f32] { &constants[id].data };
+        let constant = |id: usize| -> &[f32] { constants[id].data.as_f32() };
         let patches = &mut self.patches;
         self.slots.run_op(inputs, outputs, |input, out| match *op {
             Op::PatchEmbed {

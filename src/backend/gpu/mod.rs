@@ -54,11 +54,12 @@ struct PreparedNode {
 
 impl GpuBackend {
     pub fn new(options: &BackendOptions) -> Result<Self> {
-        let ctx = GpuContext::new(options.precision)?;
+        let precision = options.precision.unwrap_or_default();
+        let ctx = GpuContext::new(precision)?;
         Ok(Self {
             ctx,
-            precision: options.precision,
-            pipelines: Mutex::new(PipelineCache::new(options.precision)),
+            precision,
+            pipelines: Mutex::new(PipelineCache::new(precision)),
             constants: Vec::new(),
         })
     }
@@ -108,6 +109,10 @@ impl Backend for GpuBackend {
         "gpu"
     }
 
+    fn precision(&self) -> Precision {
+        self.precision
+    }
+
     fn device(&self) -> Option<super::Device> {
         Some(super::Device {
             name: self.ctx.adapter_name.clone(),
@@ -125,11 +130,11 @@ impl Backend for GpuBackend {
         for constant in &constants {
             self.check_binding_size(
                 &constant.name,
-                storage::buffer_bytes(self.precision, constant.data.len()),
+                storage::buffer_bytes(self.precision, constant.data.as_f32().len()),
             )?;
-            let mut contents = storage::encode(self.precision, &constant.data);
+            let mut contents = storage::encode(self.precision, constant.data.as_f32());
             contents.resize(
-                storage::buffer_bytes(self.precision, constant.data.len()) as usize,
+                storage::buffer_bytes(self.precision, constant.data.as_f32().len()) as usize,
                 0,
             );
             buffers.push(

@@ -73,7 +73,9 @@ pub struct BackendArgs {
     /// The cpu backend's kernels: avx512, avx2, neon or scalar [default: VITMSN_ISA, else the best this CPU runs]
     #[arg(long, value_parser = parse_isa)]
     pub isa: Option<Isa>,
-    /// Storage precision: f32, or f16 on the gpu backend (needs SHADER_F16)
+    /// Precision of the weights and of the products that use them: f32; f16 on the gpu
+    /// backend (needs SHADER_F16); bf16 or int8 on the cpu backend. Default f32, or int8
+    /// for a checkpoint written by `vitmsn quantize`
     #[arg(long, value_parser = parse_precision)]
     pub precision: Option<Precision>,
     /// Most memory a forward's activations may take on the scalar and cpu backends, in bytes or with K, M, G, T (powers of 1024) [default: three quarters of the memory available]
@@ -105,16 +107,17 @@ impl BackendArgs {
                 "--max-memory applies to the scalar and cpu backends, not the gpu backend".into(),
             ));
         }
-        let precision = self.precision.unwrap_or_default();
-        if precision == Precision::F16 && kind != BackendKind::Gpu {
-            return Err(only_for("--precision f16", BackendKind::Gpu));
+        if let Some(precision) = self.precision {
+            if let Some(only) = precision.only_backend().filter(|&only| only != kind) {
+                return Err(only_for(&format!("--precision {}", precision.name()), only));
+            }
         }
         Ok((
             kind,
             BackendOptions {
                 threads: self.threads,
                 isa: self.isa,
-                precision,
+                precision: self.precision,
                 max_memory: self.max_memory,
             },
         ))

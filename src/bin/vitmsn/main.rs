@@ -133,8 +133,8 @@ fn bench(a: &BenchArgs) -> Result<()> {
     }
     let isa = report.isa.map_or(String::new(), |isa| format!("{isa}, "));
     println!(
-        "{} on {} ({isa}{} threads), batch {}: median {:.2} ms, {:.1} images/s, {:.1} GFLOP/s over {} forwards",
-        report.model, report.backend, report.threads, report.batch, report.median_ms, report.images_per_s, report.gflop_per_s, report.iters
+        "{} on {} ({isa}{}, {} threads), batch {}: median {:.2} ms, {:.1} images/s, {:.1} GFLOP/s over {} forwards",
+        report.model, report.backend, report.precision, report.threads, report.batch, report.median_ms, report.images_per_s, report.gflop_per_s, report.iters
     );
     if !report.ops.is_empty() {
         println!(
