@@ -60,7 +60,7 @@ impl Shared {
 }
 
 /// What [`ThreadPool::split_rows`] runs on each block of rows: `f(first_row, block)`.
-pub type RowBlockFn<'a> = dyn Fn(usize, &mut [f32]) + Sync + 'a;
+pub type RowBlockFn<'a, T = f32> = dyn Fn(usize, &mut [T]) + Sync + 'a;
 
 /// A fixed set of worker threads; `threads()` counts the caller too.
 pub struct ThreadPool {
@@ -117,7 +117,7 @@ impl ThreadPool {
     /// Cuts `out` into one block of whole `row_len`-element rows per thread and runs
     /// `f(first_row, block)` on each across the pool: for ops that only move data, which
     /// memory bandwidth bounds, so larger blocks than one thread's share gain nothing.
-    pub fn split_rows(&self, out: &mut [f32], row_len: usize, f: &RowBlockFn) {
+    pub fn split_rows<T: Send>(&self, out: &mut [T], row_len: usize, f: &RowBlockFn<T>) {
         let rows = out.len() / row_len.max(1);
         assert_eq!(rows * row_len, out.len(), "out is not whole rows");
         let blocks = self.threads().min(rows);
@@ -263,17 +263,18 @@ impl Drop for ThreadPool {
 
 /// Lets pool tasks write disjoint parts of one output slice.
 /// A mutable slice that several threads may carve into non-overlapping pieces.
-pub(crate) struct DisjointMut<'a> {
-    ptr: *mut f32,
+pub(crate) struct DisjointMut<'a, T = f32> {
+    ptr: *mut T,
     len: usize,
-    _borrow: PhantomData<&'a mut [f32]>,
+    _borrow: PhantomData<&'a mut [T]>,
 }
 
-// SAFETY: `piece` hands out raw views whose disjointness its callers guarantee; f32 is Send.
-unsafe impl Sync for DisjointMut<'_> {}
+// SAFETY: `piece` hands out raw views whose disjointness its callers guarantee, and the
+// elements may be sent to the threads that write them.
+unsafe impl<T: Send> Sync for DisjointMut<'_, T> {}
 
-impl<'a> DisjointMut<'a> {
-    pub(crate) fn new(slice: &'a mut [f32]) -> Self {
+impl<'a, T> DisjointMut<'a, T> {
+    pub(crate) fn new(slice: &'a mut [T]) -> Self {
         Self {
             ptr: slice.as_mut_ptr(),
             len: slice.len(),
@@ -286,7 +287,7 @@ impl<'a> DisjointMut<'a> {
     /// # Safety
     /// No two pieces alive at the same time may overlap.
     #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn piece(&self, offset: usize, len: usize) -> &mut [f32] {
+    pub(crate) unsafe fn piece(&self, offset: usize, len: usize) -> &mut [T] {
         assert!(
             offset.checked_add(len).is_some_and(|end| end <= self.len),
             "piece out of bounds"

@@ -22,7 +22,7 @@ use std::cell::RefCell;
 use crate::aligned::AlignedVec;
 use crate::quant::{quantize_row, RowQuant};
 use crate::simd::F32s;
-use crate::threads::ThreadPool;
+use crate::threads::{DisjointMut, ThreadPool};
 use crate::{bf16, Activation, Epilogue, Isa};
 
 #[cfg(target_arch = "x86_64")]
@@ -553,7 +553,9 @@ impl Source<'_> {
 pub(crate) trait AValue: Copy + Default + Send + Sync + 'static {
     /// Calls `f` with `a[m×k]` converted for a kernel reading `Self` on weights of
     /// `format` (`Self` as row-major rows of `depth` values, the stride, and for 8-bit A
-    /// the quantization of each row, with `extra_rows` more rows of zeros).
+    /// the quantization of each row, with `extra_rows` more rows of zeros). The rows are
+    /// converted on `pool`'s threads.
+    #[allow(clippy::too_many_arguments)]
     fn with_converted<R>(
         format: WeightFormat,
         a: &[f32],
@@ -561,6 +563,7 @@ pub(crate) trait AValue: Copy + Default + Send + Sync + 'static {
         k: usize,
         depth: usize,
         extra_rows: usize,
+        pool: &ThreadPool,
         f: impl FnOnce(&[Self], usize, &[RowQuant]) -> R,
     ) -> R;
 
@@ -608,6 +611,7 @@ impl AValue for f32 {
         k: usize,
         _: usize,
         _: usize,
+        pool: &ThreadPool,
         f: impl FnOnce(&[f32], usize, &[RowQuant]) -> R,
     ) -> R {
         if format == WeightFormat::F32 {
@@ -615,9 +619,11 @@ impl AValue for f32 {
         }
         ROUNDED_A.with_borrow_mut(|rounded| {
             rounded.reserve_len(m * k);
-            for (r, &x) in rounded.iter_mut().zip(&a[..m * k]) {
-                *r = bf16::round(x);
-            }
+            pool.split_rows(&mut rounded[..m * k], k, &|first, block| {
+                for (r, &x) in block.iter_mut().zip(&a[first * k..]) {
+                    *r = bf16::round(x);
+                }
+            });
             f(rounded, k, &[])
         })
     }
@@ -634,16 +640,20 @@ impl AValue for u16 {
         k: usize,
         depth: usize,
         _: usize,
+        pool: &ThreadPool,
         f: impl FnOnce(&[u16], usize, &[RowQuant]) -> R,
     ) -> R {
         BF16_A.with_borrow_mut(|pairs| {
             pairs.reserve_len(m * depth);
-            for (row, out) in rows_of(a, m, k).zip(pairs.chunks_exact_mut(depth.max(1))) {
-                for (o, &x) in out.iter_mut().zip(row) {
-                    *o = bf16::from_f32(x);
+            pool.split_rows(&mut pairs[..m * depth], depth, &|first, block| {
+                let rows = rows_of(&a[first * k..], block.len() / depth, k);
+                for (row, out) in rows.zip(block.chunks_exact_mut(depth)) {
+                    for (o, &x) in out.iter_mut().zip(row) {
+                        *o = bf16::from_f32(x);
+                    }
+                    out[k..].fill(0);
                 }
-                out[k..].fill(0);
-            }
+            });
             f(pairs, depth, &[])
         })
     }
@@ -661,17 +671,25 @@ impl AValue for u8 {
         k: usize,
         depth: usize,
         extra_rows: usize,
+        pool: &ThreadPool,
         f: impl FnOnce(&[u8], usize, &[RowQuant]) -> R,
     ) -> R {
         QUANTIZED_A.with_borrow_mut(|(quantized, params)| {
             quantized.reserve_len(m * depth);
             params.clear();
             params.resize(m + extra_rows, RowQuant::default());
-            let out_rows = quantized.chunks_exact_mut(depth.max(1));
-            for ((row, out), param) in rows_of(a, m, k).zip(out_rows).zip(params.iter_mut()) {
-                *param = quantize_row(row, out);
-                out[k..].fill(0);
-            }
+            let row_params = DisjointMut::new(&mut params[..m]);
+            pool.split_rows(&mut quantized[..m * depth], depth, &|first, block| {
+                let count = block.len() / depth;
+                // SAFETY: split_rows hands each task its own rows, and so its own params.
+                let block_params = unsafe { row_params.piece(first, count) };
+                let rows = rows_of(&a[first * k..], count, k);
+                for ((row, out), param) in rows.zip(block.chunks_exact_mut(depth)).zip(block_params)
+                {
+                    *param = quantize_row(row, out);
+                    out[k..].fill(0);
+                }
+            });
             f(quantized, depth, params)
         })
     }
@@ -701,7 +719,7 @@ pub fn gemm_packed(
     ) {
         let (format, k) = (w.format(), w.k);
         assert!(a.len() >= m * k, "a holds {} values, not {m}×{k}", a.len());
-        K::A::with_converted(format, a, m, k, w.depth, K::MR, |a, stride, rows| {
+        K::A::with_converted(format, a, m, k, w.depth, K::MR, pool, |a, stride, rows| {
             loops::gemm::<K>(m, a, stride, rows, w, c, epilogue, pool)
         })
     }
