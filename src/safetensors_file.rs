@@ -111,6 +111,39 @@ impl SafetensorsFile {
         Ok(bytes)
     }
 
+    /// Calls `f` on the tensor's values as f32, a block at a time, in order: an F32
+    /// tensor is read in blocks of `F32_BLOCK` values, so converting it to a narrower
+    /// format holds no f32 copy of it; others are read whole ([`Self::f32_data`]).
+    pub fn for_each_f32_block(
+        &self,
+        entry: &TensorEntry,
+        what: &str,
+        f: &mut dyn FnMut(&[f32]),
+    ) -> Result<()> {
+        /// 256 KiB: few reads, and no large allocation to leave the heap fragmented.
+        const F32_BLOCK: usize = 1 << 16;
+        if entry.dtype != Dtype::F32 {
+            f(&self.f32_data(entry, what)?);
+            return Ok(());
+        }
+        let mut block = vec![0f32; F32_BLOCK.min(entry.byte_len / 4)];
+        let mut offset = 0;
+        while offset < entry.byte_len {
+            let len = block.len().min((entry.byte_len - offset) / 4);
+            let values = &mut block[..len];
+            self.read_at(
+                entry.byte_offset + offset as u64,
+                bytemuck::cast_slice_mut(values),
+            )?;
+            for value in values.iter_mut() {
+                *value = f32::from_bits(u32::from_le(value.to_bits()));
+            }
+            f(values);
+            offset += len * 4;
+        }
+        Ok(())
+    }
+
     /// The tensor as f32: F32 is read as is, F16 and BF16 converted. `what` names the
     /// tensor in errors.
     pub fn f32_data(&self, entry: &TensorEntry, what: &str) -> Result<Vec<f32>> {

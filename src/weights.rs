@@ -129,21 +129,32 @@ impl Weights {
     }
 
     /// The tensor `name` as bf16 bits, checked to have `shape`: a BF16 tensor as stored,
-    /// anything else rounded from f32.
+    /// anything else rounded from f32 (an F32 tensor block by block, with no f32 copy of
+    /// it: a bf16 model loads in half the memory).
     pub fn get_bf16(&self, name: &str, shape: &[usize]) -> Result<Vec<u16>> {
-        if self.random_seed.is_none() {
-            let (file, entry) = self.entry(name, shape)?;
-            if entry.dtype == Dtype::BF16 {
-                return Ok(file
-                    .bytes(entry)?
-                    .chunks_exact(2)
-                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
-                    .collect());
+        if self.random_seed.is_some() {
+            return Ok(vitmsn_kernels::bf16::from_f32_slice(
+                &self.get(name, shape)?,
+            ));
+        }
+        let (file, entry) = self.entry(name, shape)?;
+        match entry.dtype {
+            Dtype::BF16 => Ok(file
+                .bytes(entry)?
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect()),
+            Dtype::I8 => Ok(vitmsn_kernels::bf16::from_f32_slice(
+                &self.get(name, shape)?,
+            )),
+            _ => {
+                let mut bf16 = Vec::with_capacity(shape.iter().product());
+                file.for_each_f32_block(entry, name, &mut |block| {
+                    bf16.extend(block.iter().map(|&x| vitmsn_kernels::bf16::from_f32(x)))
+                })?;
+                Ok(bf16)
             }
         }
-        Ok(vitmsn_kernels::bf16::from_f32_slice(
-            &self.get(name, shape)?,
-        ))
     }
 
     /// The weight matrix `name` (`shape[0]` rows of the other dimensions' product) as int8

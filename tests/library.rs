@@ -95,3 +95,22 @@ fn tensors_refuse_data_that_does_not_fit_their_shape() {
     let overflowing = Tensor::try_new(vec![usize::MAX, 2], Vec::new()).unwrap_err();
     assert_eq!(overflowing.kind(), ErrorKind::Input);
 }
+
+/// bf16 weights are read from an f32 checkpoint block by block: a tensor longer than a
+/// block, with a partial last block, gives what rounding the whole tensor gives.
+#[test]
+fn bf16_weights_read_in_blocks_equal_the_whole_tensor_rounded() {
+    let folder = common::TempDir::new("library-bf16-blocks");
+    let values: Vec<f32> = (0..3 * 70_001)
+        .map(|i| (i as f32 * 0.37).sin() * 3.0)
+        .collect();
+    let tensor = Tensor::new(vec![3, 70_001], values);
+    let file = folder.path().join("model.safetensors");
+    vitmsn::internals::io::write_tensors(&file, &[("w", &tensor)], None).unwrap();
+    let weights = vitmsn::Weights::from_dir(folder.path()).unwrap();
+    let whole = weights.get("w", &[3, 70_001]).unwrap();
+    assert_eq!(
+        weights.get_bf16("w", &[3, 70_001]).unwrap(),
+        vitmsn_kernels::bf16::from_f32_slice(&whole)
+    );
+}
