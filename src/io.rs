@@ -218,11 +218,23 @@ pub fn write_tensors(
             Ok((name.to_string(), view))
         })
         .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(views, metadata).map_err(|e| Error::Input(e.to_string()))?;
-    write_atomically(path, &bytes)
+    write_views(path, views, metadata).map(|_| ())
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes tensors of any dtype as one safetensors file, as [`write_tensors`] does, and
+/// returns the file's size in bytes.
+pub(crate) fn write_views(
+    path: &Path,
+    views: Vec<(String, TensorView<'_>)>,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<u64> {
+    let bytes = safetensors::serialize(views, metadata).map_err(|e| Error::Input(e.to_string()))?;
+    write_atomically(path, &bytes)?;
+    Ok(bytes.len() as u64)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     // A device or pipe (`/dev/null`, `/dev/stdout`) is written to, never replaced.
     if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
         return std::fs::write(path, bytes).map_err(io_error(path));

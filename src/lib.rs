@@ -42,6 +42,7 @@ pub mod pipeline;
 mod plan;
 mod predict;
 pub mod preprocess;
+mod quantize;
 // Internals: reachable only through the hidden `internals` module.
 #[allow(missing_docs)]
 mod safetensors_file;
@@ -85,6 +86,10 @@ pub mod internals {
     /// Slot assignment of a graph.
     pub mod plan {
         pub use crate::plan::{Plan, Slot};
+    }
+    /// `vitmsn quantize`: int8 checkpoints.
+    pub mod quantize {
+        pub use crate::quantize::*;
     }
     /// The safetensors reader.
     pub mod safetensors_file {

@@ -33,6 +33,8 @@ pub struct SafetensorsFile {
     /// Behind a lock because a read seeks first.
     file: Mutex<File>,
     path: PathBuf,
+    /// The file's size in bytes, header included.
+    pub len: u64,
     pub tensors: HashMap<String, TensorEntry>,
 }
 
@@ -89,6 +91,7 @@ impl SafetensorsFile {
         Ok(Self {
             file: Mutex::new(file),
             path: path.to_path_buf(),
+            len: file_len,
             tensors,
         })
     }

@@ -186,6 +186,28 @@ impl Weights {
             .any(|(_, entry)| entry.dtype == Dtype::I8)
     }
 
+    /// Every tensor's name and header, sorted by name.
+    pub(crate) fn tensors(&self) -> Vec<(&str, &TensorEntry)> {
+        let mut tensors: Vec<(&str, &TensorEntry)> = self
+            .index
+            .iter()
+            .map(|(name, (_, entry))| (name.as_str(), entry))
+            .collect();
+        tensors.sort_by_key(|&(name, _)| name);
+        tensors
+    }
+
+    /// The bytes of tensor `name` as stored, whatever its dtype, checked to have `shape`.
+    pub(crate) fn stored_bytes(&self, name: &str, shape: &[usize]) -> Result<Vec<u8>> {
+        let (file, entry) = self.entry(name, shape)?;
+        file.bytes(entry)
+    }
+
+    /// The size of the checkpoint's safetensors files, in bytes.
+    pub(crate) fn file_bytes(&self) -> u64 {
+        self.files.iter().map(|file| file.len).sum()
+    }
+
     /// The file and header of tensor `name`, checked to have `shape`.
     fn entry(&self, name: &str, shape: &[usize]) -> Result<(&SafetensorsFile, &TensorEntry)> {
         let (file, entry) = self

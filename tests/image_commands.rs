@@ -10,7 +10,7 @@ use vitmsn::internals::safetensors_file::SafetensorsFile;
 use vitmsn::preprocess::{Preprocessor, PreprocessorConfig};
 use vitmsn::Tensor;
 
-const COMMANDS: [&str; 7] = [
+const COMMANDS: [&str; 8] = [
     "demo",
     "forward",
     "bench",
@@ -18,6 +18,7 @@ const COMMANDS: [&str; 7] = [
     "embed",
     "classify",
     "fewshot",
+    "quantize",
 ];
 
 /// A fixture's model folder: tiny (32x32 images, hidden size 32), with no

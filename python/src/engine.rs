@@ -139,20 +139,23 @@ pub struct Engine {
     image_size: (usize, usize),
     backend: &'static str,
     threads: usize,
+    precision: &'static str,
 }
 
 impl Engine {
     /// Loads a `save_pretrained` folder on `backend` (`scalar`, `cpu` or `gpu`), with
     /// `threads` CPU threads (`cpu` only; `None`: `VITMSN_THREADS`, else every core) and
-    /// `precision` (`f32`, or `f16` on `gpu`).
+    /// `precision` (`f32`; `f16` on `gpu`; `bf16` or `int8` on `cpu`; `None`: `f32`, or
+    /// `int8` for a checkpoint `vitmsn quantize` wrote). The engine refuses a precision
+    /// the backend does not run.
     pub fn load(
         dir: &Path,
         backend: &str,
         threads: Option<usize>,
-        precision: &str,
+        precision: Option<&str>,
     ) -> Result<Self> {
         let kind = BackendKind::from_str(backend)?;
-        let precision = Precision::from_str(precision)?;
+        let precision = precision.map(Precision::from_str).transpose()?;
         if threads.is_some() && kind != BackendKind::Cpu {
             return Err(EngineError::value(format!(
                 "threads applies to the cpu backend, not {backend}"
@@ -161,12 +164,10 @@ impl Engine {
         if threads == Some(0) {
             return Err(EngineError::value("threads must be at least 1".into()));
         }
-        if precision != Precision::F32 && kind != BackendKind::Gpu {
-            return Err(EngineError::value(format!(
-                "precision f16 needs the gpu backend, not {backend}"
-            )));
+        let mut builder = ViTMSN::builder().backend(kind);
+        if let Some(precision) = precision {
+            builder = builder.precision(precision);
         }
-        let mut builder = ViTMSN::builder().backend(kind).precision(precision);
         if let Some(threads) = threads {
             builder = builder.threads(threads);
         }
@@ -181,6 +182,7 @@ impl Engine {
             image_size: config.image_size.hw(),
             backend: model.backend_name(),
             threads: model.backend_threads(),
+            precision: model.precision().name(),
             model,
             preprocessor,
         })
@@ -206,6 +208,12 @@ impl Engine {
     /// The CPU backend's threads (1 on the others).
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// The precision the weights and products run in, by name (`f32`, `f16`, `bf16`,
+    /// `int8`).
+    pub fn precision(&self) -> &'static str {
+        self.precision
     }
 
     pub fn forward(&self, request: ForwardRequest) -> Result<ForwardResult> {

@@ -123,7 +123,7 @@ impl Model {
         path: PathBuf,
         backend: &str,
         threads: Option<usize>,
-        precision: &str,
+        precision: Option<&str>,
     ) -> PyResult<Self> {
         let engine = detached(py, || Engine::load(&path, backend, threads, precision))?;
         Ok(Self { engine })
@@ -152,6 +152,11 @@ impl Model {
     #[getter]
     fn threads(&self) -> usize {
         self.engine.threads()
+    }
+
+    #[getter]
+    fn precision(&self) -> &'static str {
+        self.engine.precision()
     }
 
     #[allow(clippy::too_many_arguments)] // transformers' forward arguments, one by one

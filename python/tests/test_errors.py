@@ -26,7 +26,7 @@ def model():
         ({"backend": "scalar", "threads": 2}, "threads applies to the cpu backend"),
         ({"threads": 0}, "at least 1"),
         ({"threads": 1_000_000}, "above the limit"),
-        ({"precision": "f16"}, "needs the gpu backend"),
+        ({"precision": "f16"}, "precision f16 runs on the gpu backend only"),
     ],
 )
 def test_bad_options_raise_value_error(options, message):

@@ -43,9 +43,13 @@ def test_pickle_round_trip_loads_the_same_checkpoint_with_the_same_options():
     assert (copy.path, copy.backend) == (model.path, "scalar")
     image = [SAMPLES / "query/cat/cat-1.jpg"]
     assert copy.classify(image, top_k=3) == model.classify(image, top_k=3)
-    # A thread count left to the default stays the receiver's default; a given one travels.
-    assert pickle.loads(pickle.dumps(vitmsn.ViTMSN(BARE_MODEL)))._threads is None
+    # A thread count or precision left to the default stays the receiver's default; a
+    # given one travels.
+    default = pickle.loads(pickle.dumps(vitmsn.ViTMSN(BARE_MODEL)))
+    assert default._threads is None and default._precision is None
     assert pickle.loads(pickle.dumps(vitmsn.ViTMSN(BARE_MODEL, threads=1))).threads == 1
+    bf16 = vitmsn.ViTMSN(BARE_MODEL, precision="bf16")
+    assert pickle.loads(pickle.dumps(bf16)).precision == "bf16"
 
 
 def test_version():

@@ -84,7 +84,12 @@ class ViTMSN:
         threads: the cpu backend's threads. ``None`` takes ``VITMSN_THREADS`` when set,
             else the cores this process may run on (``os.sched_getaffinity``). Results do
             not depend on it.
-        precision: ``"f32"``, or ``"f16"`` storage on the gpu backend.
+        precision: ``"f32"``; ``"bf16"`` (bf16 weights, activations rounded to bf16
+            where they enter a Linear) or ``"int8"`` (int8 weights per output channel,
+            activations quantized per token, as ONNX Runtime's dynamic quantization) on
+            the cpu backend; ``"f16"`` storage on the gpu backend. ``None`` takes
+            ``"f32"``, or ``"int8"`` on the cpu backend for a checkpoint that ``vitmsn
+            quantize`` wrote.
 
     Raises:
         ValueError: a bad checkpoint or option. OSError: a file cannot be read.
@@ -96,7 +101,7 @@ class ViTMSN:
         path: Union[str, os.PathLike],
         backend: str = "cpu",
         threads: Optional[int] = None,
-        precision: str = "f32",
+        precision: Optional[str] = None,
     ) -> None:
         self._path = os.path.abspath(os.fspath(path))
         self._backend = backend
@@ -108,13 +113,13 @@ class ViTMSN:
 
     def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]:
         # By reference: the receiver loads the checkpoint from the same path, and a thread
-        # count left to the default is the receiver's own.
+        # count or precision left to the default is the receiver's own.
         return (ViTMSN, (self._path, self._backend, self._threads, self._precision))
 
     def __repr__(self) -> str:
         return (
             f"ViTMSN({self._path!r}, backend={self.backend!r}, threads={self.threads}, "
-            f"precision={self._precision!r})"
+            f"precision={self.precision!r})"
         )
 
     @property
@@ -130,6 +135,12 @@ class ViTMSN:
     def threads(self) -> int:
         """The cpu backend's threads (1 on the others)."""
         return self._model.threads
+
+    @property
+    def precision(self) -> str:
+        """The precision the weights and matrix products run in: ``"f32"``, ``"f16"``,
+        ``"bf16"`` or ``"int8"`` (the one chosen, or the default for this checkpoint)."""
+        return self._model.precision
 
     @property
     def is_classifier(self) -> bool:

@@ -73,6 +73,11 @@ pub fn expected(case: &Path) -> Vec<(String, Tensor)> {
 /// Runs a case through the library on `backend`.
 pub fn run_case(case: &Path, backend: BackendKind, options: &BackendOptions) -> ForwardOutput {
     let model = ViTMSN::from_dir(case.join("model"), backend, options).unwrap();
+    forward_case(case, &model)
+}
+
+/// Runs a case's inputs, with its options, through `model`.
+pub fn forward_case(case: &Path, model: &ViTMSN) -> ForwardOutput {
     let o = case_options(case);
     let spec = model.input_spec(o.interpolate_pos_encoding);
     let mut input = read_inputs(&case.join("inputs.safetensors"), &spec).unwrap();

@@ -7,10 +7,12 @@ mod failure;
 mod images;
 mod outputs;
 
-use args::{BenchArgs, Cli, Command, ForwardArgs};
+use args::{BenchArgs, Cli, Command, ForwardArgs, QuantizeArgs};
 use clap::Parser;
 use failure::Result;
 use std::process::ExitCode;
+use vitmsn::internals::backend::memory::size_text;
+use vitmsn::internals::quantize::quantize_checkpoint;
 use vitmsn::internals::weights::checkpoint_files;
 use vitmsn::internals::{bench, io};
 use vitmsn::ViTMSN;
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Command::Embed(a) => images::embed(&a),
         Command::Classify(a) => images::classify(&a),
         Command::Fewshot(a) => images::fewshot(&a),
+        Command::Quantize(a) => quantize(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -150,5 +153,23 @@ fn bench(a: &BenchArgs) -> Result<()> {
             op.op, op.count, op.ms
         );
     }
+    Ok(())
+}
+
+fn quantize(a: &QuantizeArgs) -> Result<()> {
+    // The files of the checkpoint written may not be any that the command reads (through
+    // a link as much as by name).
+    let protected = checkpoint_files(&a.model);
+    for written in checkpoint_files(&a.output) {
+        outputs::refuse_overwriting(&written, &protected)?;
+    }
+    let summary = quantize_checkpoint(&a.model, &a.output)?;
+    println!(
+        "wrote {}: {} int8 weight matrices, {} → {}",
+        summary.file.display(),
+        summary.int8_matrices,
+        size_text(summary.bytes_before),
+        size_text(summary.bytes_after)
+    );
     Ok(())
 }
