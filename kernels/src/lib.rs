@@ -299,6 +299,18 @@ pub(crate) fn tested_isas() -> Vec<Isa> {
 /// read independently of the feature check.
 #[cfg(test)]
 fn cpu_flags_have(isa: Isa) -> Option<bool> {
+    match isa {
+        Isa::Avx512 => cpu_has_flags(&["avx512f", "avx2", "fma"]),
+        Isa::Avx2Fma => cpu_has_flags(&["avx2", "fma"]),
+        Isa::Neon => cpu_has_flags(&[]).map(|_| false),
+        Isa::Scalar => cpu_has_flags(&[]),
+    }
+}
+
+/// Whether /proc/cpuinfo's flags include every one of `wanted` (its names, such as
+/// `avx512_bf16`); `None` where they cannot be read independently of the feature check.
+#[cfg(test)]
+fn cpu_has_flags(wanted: &[&str]) -> Option<bool> {
     if !cfg!(all(target_os = "linux", target_arch = "x86_64")) {
         return None;
     }
@@ -309,13 +321,7 @@ fn cpu_flags_have(isa: Isa) -> Option<bool> {
         .and_then(|line| line.split_once(':'))
         .map(|(_, flags)| flags.split_whitespace().collect())
         .unwrap_or_default();
-    let has = |flag: &str| flags.contains(&flag);
-    Some(match isa {
-        Isa::Avx512 => has("avx512f") && has("avx2") && has("fma"),
-        Isa::Avx2Fma => has("avx2") && has("fma"),
-        Isa::Neon => false,
-        Isa::Scalar => true,
-    })
+    Some(wanted.iter().all(|flag| flags.contains(flag)))
 }
 
 #[cfg(all(test, target_os = "linux", target_arch = "x86_64"))]
